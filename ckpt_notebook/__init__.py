@@ -1,0 +1,77 @@
+"""ckpt_notebook: checkpoints for PyTorch training in Jupyter.
+
+    import ckpt_notebook as ckn
+    ckpt = ckn.Checkpointer("checkpoints", model=model, optimizer=opt)
+    ckpt.save(step=100, metrics={"val_loss": 0.31})
+    ckpt.restore("latest")
+
+Importing the package is instant: torch, numpy and the UI libraries load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .errors import (
+        BackgroundSaveError,
+        CheckpointExistsError,
+        CheckpointNotFoundError,
+        CkptError,
+        IntegrityError,
+        RestoreError,
+    )
+    from .manager import Checkpointer
+    from .storage import Store
+    from .types import CheckpointInfo, RestoreReport
+
+__all__ = [
+    "BackgroundSaveError",
+    "CheckpointExistsError",
+    "CheckpointInfo",
+    "CheckpointNotFoundError",
+    "Checkpointer",
+    "CkptError",
+    "IntegrityError",
+    "RestoreError",
+    "RestoreReport",
+    "Store",
+    "__version__",
+    "load_ipython_extension",
+]
+
+_LAZY = {
+    "Checkpointer": "manager",
+    "Store": "storage",
+    "CheckpointInfo": "types",
+    "RestoreReport": "types",
+    "BackgroundSaveError": "errors",
+    "CheckpointExistsError": "errors",
+    "CheckpointNotFoundError": "errors",
+    "CkptError": "errors",
+    "IntegrityError": "errors",
+    "RestoreError": "errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ckpt_notebook' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext ckpt_notebook``: registers the ``%checkpoint`` magic."""
+    from .ui.magics import load_ipython_extension as load
+
+    load(ipython)

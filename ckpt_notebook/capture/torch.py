@@ -1,0 +1,211 @@
+"""Everything that needs torch: tensor snapshots, RNG, loading into modules, weight files.
+
+This is the only capture module that imports torch, and it is imported only when a tensor or
+a torch object is actually captured or restored.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from ..errors import CaptureError, RestoreError, UnsafeFileError
+from ..types import TensorData
+
+__all__ = [
+    "BufferPool",
+    "capture_rng",
+    "data_to_tensor",
+    "load_weights_file",
+    "restore_rng",
+    "save_weights_file",
+    "snapshot_tensor",
+]
+
+TORCH_TO_ST = {
+    torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16",
+    torch.float16: "F16", torch.bfloat16: "BF16", torch.int32: "I32", torch.float32: "F32",
+    torch.int64: "I64", torch.float64: "F64",
+    torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+    torch.uint16: "U16", torch.uint32: "U32", torch.uint64: "U64",
+}
+ST_TO_TORCH = {v: k for k, v in TORCH_TO_ST.items()}
+
+
+class BufferPool:
+    """Host buffers reused from one save to the next (pinned when the source is on a GPU).
+
+    Reuse saves the allocation and page faults of a fresh copy every save; the caller must
+    not reuse a pool while a previous snapshot from it is still being written.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, torch.dtype, tuple[int, ...], bool], torch.Tensor] = {}
+
+    def take(self, key: str, like: torch.Tensor) -> torch.Tensor:
+        pin = like.device.type == "cuda"
+        slot = (key, like.dtype, tuple(like.shape), pin)
+        buf = self._buffers.get(slot)
+        if buf is None:
+            buf = torch.empty(like.shape, dtype=like.dtype, pin_memory=pin)
+            self._buffers[slot] = buf
+        return buf
+
+    def clear(self) -> None:
+        self._buffers.clear()
+
+
+def snapshot_tensor(t: torch.Tensor, *, where: str, pool: BufferPool | None = None,
+                    ) -> tuple[TensorData, str, Callable[[], None] | None]:
+    """Copy ``t`` to host memory now; returns its bytes, its device, and a wait (GPU copies
+    finish asynchronously; call the wait before reading the bytes)."""
+    if t.layout != torch.strided or t.is_quantized or t.is_nested:
+        raise CaptureError(f"cannot save {where}: {t.layout} tensors are not supported; "
+                           "convert it with .to_dense() first")
+    code = TORCH_TO_ST.get(t.dtype)
+    if code is None:
+        raise CaptureError(f"cannot save {where}: dtype {t.dtype} is not supported")
+    src = t.detach()
+    device = str(src.device)
+    wait: Callable[[], None] | None = None
+    if pool is not None:
+        host = pool.take(where, src)
+        host.copy_(src, non_blocking=src.device.type == "cuda")
+    elif src.device.type == "cpu":
+        host = src.clone(memory_format=torch.contiguous_format)
+    else:
+        host = torch.empty(src.shape, dtype=src.dtype, pin_memory=src.device.type == "cuda")
+        host.copy_(src, non_blocking=src.device.type == "cuda")
+    if src.device.type == "cuda":
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(src.device))
+        wait = event.synchronize
+    elif src.device.type not in ("cpu", "meta") and host.device.type == "cpu":
+        pass  # other accelerators: copy_ above was synchronous
+    raw: Any = host.reshape(-1).view(torch.uint8).numpy() if host.numel() else b""
+    return TensorData(code, tuple(src.shape), memoryview(raw)), device, wait
+
+
+def data_to_tensor(data: TensorData) -> torch.Tensor:
+    """A CPU tensor over ``data`` (shares its memory when it is suitably aligned)."""
+    dtype = ST_TO_TORCH[data.dtype]
+    if data.nbytes == 0:
+        return torch.empty(data.shape, dtype=dtype)
+    buf: Any = bytearray(data.data) if data.data.readonly else data.data
+    raw = torch.frombuffer(buf, dtype=torch.uint8)
+    if raw.data_ptr() % dtype.itemsize:
+        raw = raw.clone()
+    return raw.view(dtype).reshape(data.shape)
+
+
+# -- RNG ------------------------------------------------------------------------------------
+def capture_rng() -> dict[str, Any]:
+    """The global RNG states: python ``random``, numpy, torch CPU and every CUDA device."""
+    import random
+    import sys
+
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    np = sys.modules.get("numpy")
+    if np is not None:
+        state["numpy"] = np.random.get_state(legacy=False)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> str:
+    """Set the global RNGs from ``state``; returns a note on anything not restored."""
+    import random
+
+    notes = []
+    if "python" in state:
+        random.setstate(state["python"])
+    if "numpy" in state:
+        import numpy as np
+
+        np.random.set_state(state["numpy"])
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].to(torch.uint8))
+    cuda = state.get("cuda")
+    if cuda:
+        if torch.cuda.is_available() and torch.cuda.device_count() >= len(cuda):
+            torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in cuda])
+        else:
+            notes.append(f"CUDA RNG of {len(cuda)} device(s) not restored: "
+                         f"{torch.cuda.device_count()} CUDA device(s) here")
+    return "; ".join(notes)
+
+
+# -- modules --------------------------------------------------------------------------------
+def check_module_state(module: torch.nn.Module, state: Mapping[str, Any], *, name: str,
+                       strict: bool) -> tuple[list[str], list[str]]:
+    """Check ``state`` fits ``module`` before anything is loaded: (missing, unexpected).
+
+    A shape mismatch always fails; missing or unexpected keys fail only when ``strict``.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    for key, value in state.items():
+        target = own.get(key)
+        if isinstance(target, torch.Tensor) and isinstance(value, torch.Tensor) \
+                and target.shape != value.shape:
+            raise RestoreError(
+                f"cannot restore {name}: {key} has shape {tuple(value.shape)} in the "
+                f"checkpoint but {tuple(target.shape)} in the model; nothing was changed "
+                "(rebuild the model as it was saved, or restore with strict=False to skip it)"
+            )
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_few(unexpected)}")
+        raise RestoreError(f"cannot restore {name}: {' and '.join(parts)}; nothing was changed "
+                           "(restore with strict=False to load the keys that match)")
+    return missing, unexpected
+
+
+def _few(keys: list[str]) -> str:
+    return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+
+# -- plain weight files ---------------------------------------------------------------------
+def load_weights_file(raw: bytes, *, where: str) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` or ``.pt`` state dict, never unpickling anything but tensors."""
+    if where.endswith(".safetensors"):
+        from safetensors.torch import load
+
+        try:
+            return dict(load(raw))
+        except Exception as err:
+            raise UnsafeFileError(f"{where}: not a readable safetensors file ({err})") from err
+    try:
+        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnsafeFileError(
+            f"refusing to load {where}: it is not a plain tensor state dict and would need "
+            f"unpickling arbitrary objects ({first[:160]}); convert it to .safetensors "
+            "where it was made"
+        ) from err
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UnsafeFileError(f"{where}: expected a dict of tensors (a state dict)")
+    return obj
+
+
+def save_weights_file(tensors: Mapping[str, torch.Tensor], out: Any,
+                      *, fmt: str) -> None:
+    """Write plain weights that plain torch loads: safetensors, or ``torch.save`` of a dict."""
+    if fmt == "safetensors":
+        from safetensors.torch import save
+
+        out.write(save({k: v.contiguous() for k, v in tensors.items()}))
+    else:
+        torch.save(dict(tensors), out)

@@ -1,0 +1,580 @@
+"""The Checkpointer: capture -> write -> commit, and restore, over one store.
+
+    import ckpt_notebook as ckn
+    ckpt = ckn.Checkpointer("checkpoints", model=model, optimizer=opt, scheduler=sched)
+    info = ckpt.save(step=100, metrics={"val_loss": 0.31})   # snapshot now, write in background
+    report = ckpt.restore("latest")                          # all-or-nothing, verified
+
+Saving snapshots every tracked object to host memory on the caller's thread (so later
+in-place updates never leak in), then hashes, writes and commits on one background thread.
+At most one save is in flight; a background failure is raised by the next call.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import difflib
+import math
+import os
+import secrets
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+from . import capture, retention
+from ._version import __version__
+from .errors import (
+    BackgroundSaveError,
+    CaptureError,
+    CheckpointExistsError,
+    CheckpointNotFoundError,
+    RestoreError,
+)
+from .storage import Store, VerifyProblem
+from .storage.blobs import TensorRef
+from .types import CheckpointInfo, ObjectReport, RestoreReport, utc_now, validate_name
+
+__all__ = ["Checkpointer"]
+
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+class Checkpointer:
+    """Save and restore the whole training state of the objects it tracks.
+
+    Args:
+        store: path or fsspec URL of the store (default ``$CKPT_NOTEBOOK_STORE`` or
+            ``./checkpoints``), or an open :class:`~ckpt_notebook.storage.Store`.
+        run: the run these checkpoints belong to (default: the notebook or script name).
+        rng: also save and restore the python, numpy, torch and CUDA RNG states.
+        allow_pickle: let values that only pickle can save be pickled (``True`` for all,
+            or a collection of object names). Restoring them needs ``allow_pickle`` too.
+        async_save: ``save()`` returns after the in-memory snapshot; writing is background.
+        **objects: what to track: modules, optimizers, schedulers, GradScaler, anything
+            Stateful, random generators, and plain values.
+    """
+
+    def __init__(self, store: str | os.PathLike[str] | Store | None = None, *,
+                 run: str | None = None, rng: bool = True,
+                 allow_pickle: bool | Collection[str] = False, async_save: bool = True,
+                 storage_options: Mapping[str, Any] | None = None, **objects: Any) -> None:
+        self.store = store if isinstance(store, Store) else Store(store,
+                                                                  **dict(storage_options or {}))
+        self.run = run or default_run_name()
+        self.rng = rng
+        self.allow_pickle = allow_pickle
+        self.async_save = async_save
+        self.objects: dict[str, Any] = {}
+        self.last: CheckpointInfo | None = None
+        self.progress: Progress | None = None
+        self._pending: Future[CheckpointInfo] | None = None
+        self._pending_id: str | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pool: Any = None
+        self._lock = threading.Lock()
+        self.track(**objects)
+        _LIVE.add(self)
+
+    def __repr__(self) -> str:
+        return f"Checkpointer({self.store.url!r}, run={self.run!r}, objects={list(self.objects)})"
+
+    def track(self, **objects: Any) -> None:
+        """Add (or replace) objects to save, by name."""
+        for name, obj in objects.items():
+            if name == capture.RNG_NAME:
+                raise ValueError(f"{name!r} is reserved for the RNG state; use another name")
+            self.objects[name] = obj
+
+    def untrack(self, *names: str) -> None:
+        for name in names:
+            self.objects.pop(name, None)
+
+    # -- save ----------------------------------------------------------------------------
+    def save(self, step: int | None = None, *, epoch: int | None = None,
+             metrics: Mapping[str, Any] | None = None, tags: Sequence[str] = (),
+             name: str | None = None, wait: bool | None = None) -> CheckpointInfo:
+        """Snapshot every tracked object and write a checkpoint.
+
+        Returns once the snapshot is in host memory (``committed=False``) unless
+        ``wait=True`` or ``async_save=False``; :meth:`wait` returns the committed info.
+        ``name`` makes a named, write-once checkpoint.
+        """
+        self.wait()
+        if name is not None:
+            validate_name(name)
+            if self.store.exists(name):
+                raise CheckpointExistsError(f"a checkpoint named {name!r} already exists in "
+                                            f"{self.store.url}; names are write-once, pick "
+                                            "another (e.g. add -v2)")
+        clean_metrics = _clean_metrics(metrics)
+        snaps = self._snapshot_all()
+        info = CheckpointInfo(
+            id=name or new_id(), name=name, run=self.run,
+            step=None if step is None else int(step), epoch=None if epoch is None else int(epoch),
+            created=utc_now(), metrics=clean_metrics, tags=tuple(str(t) for t in tags),
+            parent=self.last.id if self.last else None, kind="state",
+            objects=tuple(s.name for s in snaps),
+            logical_bytes=sum(s.nbytes for s in snaps), notebook=notebook_path(),
+            committed=False,
+        )
+        sync = not self.async_save if wait is None else wait
+        if sync:
+            return self._write(info, snaps)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="ckpt-save")
+        with self._lock:
+            self._pending = self._executor.submit(self._write, info, snaps)
+            self._pending_id = info.id
+        return info
+
+    def _snapshot_all(self) -> list[capture.ObjectSnapshot]:
+        if self._pool is None:
+            self._pool = _make_pool()
+        snaps = []
+        for obj_name, obj in self.objects.items():
+            snaps.append(capture.snapshot(obj_name, obj, pool=self._pool,
+                                          allow_pickle=self._pickle_ok(obj_name)))
+        if self.rng:
+            snaps.append(capture.snapshot_rng(pool=self._pool))
+        return snaps
+
+    def _pickle_ok(self, name: str) -> bool:
+        if isinstance(self.allow_pickle, bool):
+            return self.allow_pickle
+        return name in self.allow_pickle
+
+    def _write(self, info: CheckpointInfo, snaps: list[capture.ObjectSnapshot]) -> CheckpointInfo:
+        store = self.store
+        store.ensure_writable()
+        tensors = [t.data for s in snaps for t in s.tensors]
+        done = [0]
+
+        def tick(n: int) -> None:
+            done[0] += n
+            if self.progress is not None:
+                self.progress(done[0], info.logical_bytes)
+
+        with store.lock():
+            for s in snaps:
+                s.wait()
+            refs, puts = store.blobs.put_tensors(tensors, progress=tick)
+            pickle_puts = store.blobs.put_many([[p.data] for s in snaps for p in s.pickles],
+                                               progress=tick)
+            objects = _manifest_objects(snaps, refs, [p.digest for p in pickle_puts])
+            blobs = {r.digest: r.size for r in (*puts, *pickle_puts)}
+            new_bytes = sum(r.size for r in {r.digest: r for r in (*puts, *pickle_puts)
+                                             if r.new}.values())
+            final = _replace(info, new_bytes=new_bytes, committed=True)
+            store.commit(final, objects=objects, blobs=blobs, library_versions=library_versions())
+        self.last = final
+        return final
+
+    def wait(self) -> CheckpointInfo | None:
+        """Wait for the save in flight; raise its error if it failed. Returns its info."""
+        with self._lock:
+            pending, pending_id = self._pending, self._pending_id
+            self._pending = self._pending_id = None
+        if pending is None:
+            return None
+        try:
+            return pending.result()
+        except Exception as err:
+            raise BackgroundSaveError(
+                f"background save of {pending_id} failed: {type(err).__name__}: {err}"
+            ) from err
+
+    def close(self) -> None:
+        """Finish the save in flight and stop the background thread."""
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+            if self._pool is not None:
+                self._pool.clear()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- listing and refs ----------------------------------------------------------------
+    def resolve(self, ref: str = "latest") -> CheckpointInfo:
+        """A REF (``latest``, ``best.<metric>[:min|max]``, an id, a name or a unique id
+        prefix) -> the checkpoint it names."""
+        self.wait()
+        return resolve_ref(self.store, ref)
+
+    # -- restore -------------------------------------------------------------------------
+    def restore(self, ref: str = "latest", *, weights_only: bool = False, strict: bool = True,
+                allow_pickle: bool = False) -> RestoreReport:
+        """Load a checkpoint into the tracked objects: all of them or none.
+
+        ``weights_only`` loads modules only (optimizer and the rest start fresh). ``ref`` may
+        also be a path or URL of a plain ``.safetensors`` / ``.pt`` state dict.
+        """
+        self.wait()
+        if is_weights_file(ref):
+            return self._restore_weights_file(ref, strict=strict)
+        info = resolve_ref(self.store, ref)
+        doc = self.store.manifest(info.id)
+        saved: dict[str, Any] = doc["objects"]
+        plan = self._restore_plan(saved, weights_only=weights_only)
+        _refuse_pickles(info.id, saved, plan, allow_pickle)
+        states = read_states(self.store, info.id, saved, plan)
+        reports = self._check_all(saved, states, strict)
+        self._load_all(saved, states, strict)
+        rng_note = ""
+        rng_restored = capture.RNG_NAME in states
+        if rng_restored:
+            from .capture.torch import restore_rng
+
+            rng_note = restore_rng(states[capture.RNG_NAME])
+        values = {n: states[n] for n in plan if saved[n]["kind"] == "value"}
+        for n, v in values.items():
+            if n in self.objects:
+                self.objects[n] = v
+        for n in self.objects:
+            if n not in plan:
+                reports.append(ObjectReport(n, "skipped" if n in saved else "not in checkpoint",
+                                            capture.classify(self.objects[n])))
+        self.last = info
+        unused = [n for n in saved if n not in plan and n not in self.objects
+                  and n != capture.RNG_NAME]
+        return RestoreReport(info, reports, values, rng_restored, rng_note, unused)
+
+    def _restore_plan(self, saved: Mapping[str, Any], *, weights_only: bool) -> list[str]:
+        plan = []
+        for name, obj in saved.items():
+            kind = obj["kind"]
+            if name == capture.RNG_NAME:
+                if self.rng and not weights_only:
+                    plan.append(name)
+            elif weights_only:
+                if kind == "module" and name in self.objects:
+                    plan.append(name)
+            elif name in self.objects or kind == "value":
+                plan.append(name)
+        if weights_only and not plan:
+            raise RestoreError("nothing to restore: the checkpoint has no module named like a "
+                               f"tracked one (tracked: {', '.join(self.objects) or 'none'})")
+        return plan
+
+    def _check_all(self, saved: Mapping[str, Any], states: Mapping[str, Any],
+                   strict: bool) -> list[ObjectReport]:
+        reports = []
+        for name, state in states.items():
+            if name == capture.RNG_NAME or saved[name]["kind"] == "value":
+                continue
+            obj = self.objects[name]
+            kind = capture.classify(obj)
+            missing, unexpected = capture.check_fits(name, kind, obj, state, strict=strict,
+                                                     saved_kind=saved[name]["kind"])
+            reports.append(ObjectReport(name, "restored", kind, missing, unexpected))
+        return reports
+
+    def _load_all(self, saved: Mapping[str, Any], states: Mapping[str, Any],
+                  strict: bool) -> None:
+        """Non-modules first (a failure rolls them back), then the pre-checked modules."""
+        names = [n for n in states if n != capture.RNG_NAME and saved[n]["kind"] != "value"]
+        first = [n for n in names if saved[n]["kind"] != "module"]
+        done: list[tuple[str, str, Any]] = []
+        try:
+            for name in first:
+                obj = self.objects[name]
+                kind = capture.classify(obj)
+                backup = _backup_state(obj, kind)
+                capture.load_into(name, kind, obj, states[name], strict=strict)
+                done.append((name, kind, backup))
+        except Exception:
+            for name, kind, backup in reversed(done):
+                with contextlib.suppress(Exception):
+                    capture.load_into(name, kind, self.objects[name], backup, strict=False)
+            raise
+        for name in names:
+            if name not in first:
+                capture.load_into(name, "module", self.objects[name], states[name],
+                                  strict=strict)
+
+    def _restore_weights_file(self, ref: str, *, strict: bool) -> RestoreReport:
+        from .capture.torch import load_weights_file
+
+        raw = read_url_bytes(ref)
+        tensors = load_weights_file(raw, where=ref)
+        modules = {n: o for n, o in self.objects.items() if capture.classify(o) == "module"}
+        targets = split_for_modules(tensors, modules, where=ref)
+        reports = []
+        for name, state in targets.items():
+            missing, unexpected = capture.check_fits(name, "module", modules[name], state,
+                                                     strict=strict, saved_kind="module")
+            reports.append(ObjectReport(name, "restored", "module", missing, unexpected))
+        for name, state in targets.items():
+            capture.load_into(name, "module", modules[name], state, strict=strict)
+        info = CheckpointInfo(id=os.path.basename(ref), kind="state", objects=tuple(targets))
+        return RestoreReport(info, reports, rng_note="weights file: no RNG state")
+
+    # -- maintenance ---------------------------------------------------------------------
+    def verify(self, ref: str | None = None) -> list[VerifyProblem]:
+        """Re-hash the blobs of one checkpoint (or all, with ``ref=None``)."""
+        self.wait()
+        ids = [resolve_ref(self.store, ref).id] if ref else [i.id for i in self.store.list()]
+        return [p for i in ids for p in self.store.verify(i)]
+
+    def gc(self) -> Any:
+        """Remove unreferenced blobs and leftover temp files."""
+        self.wait()
+        return self.store.gc()
+
+    def export(self, ref: str, out: str | os.PathLike[str]) -> list[str]:
+        """Write the model weights of a checkpoint as ``.safetensors`` or ``.pt`` that plain
+        torch loads. Several modules are prefixed ``<name>.``; returns the keys written."""
+        return export_weights(self.store, resolve_ref(self.store, ref), out)
+
+    def list(self) -> list[CheckpointInfo]:
+        """Every checkpoint in the store, oldest first."""
+        self.wait()
+        return self.store.list()
+
+
+# -- helpers shared with the CLI ------------------------------------------------------------
+def new_id() -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def resolve_ref(store: Store, ref: str) -> CheckpointInfo:
+    infos = store.list()
+    if ref in ("latest", "last"):
+        found = retention.latest(infos)
+        if found is None:
+            raise CheckpointNotFoundError(f"no checkpoints in {store.url} yet; save one first")
+        return found
+    try:
+        best_ref = retention.parse_best_ref(ref)
+    except ValueError as err:
+        raise CheckpointNotFoundError(str(err)) from err
+    if best_ref is not None:
+        found = retention.best(infos, *best_ref)
+        if found is None:
+            raise CheckpointNotFoundError(f"no checkpoint in {store.url} has metric "
+                                          f"{best_ref[0]!r}")
+        return found
+    by_id = {i.id: i for i in infos}
+    if ref in by_id:
+        return by_id[ref]
+    prefixed = [i for i in infos if i.id.startswith(ref)] if len(ref) >= 4 else []
+    if len(prefixed) == 1:
+        return prefixed[0]
+    near = difflib.get_close_matches(ref, list(by_id), n=3, cutoff=0.4) or \
+        [i.id for i in infos[-3:]]
+    hint = f"; nearest: {', '.join(near)}" if near else "; the store is empty"
+    what = "is ambiguous" if prefixed else "names no checkpoint"
+    raise CheckpointNotFoundError(f"REF {ref!r} {what} in {store.url}{hint}")
+
+
+def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
+                names: Sequence[str]) -> dict[str, Any]:
+    """Read, verify and decode the saved state of ``names`` (blobs read in parallel)."""
+    from .capture.arrays import data_to_ndarray
+    from .storage import tensorfile
+
+    wanted: dict[str, int] = {}
+    where: dict[str, str] = {}
+    for name in names:
+        for t in saved[name].get("tensors", ()):
+            wanted[t["blob"]] = t["blob_size"]
+            where.setdefault(t["blob"], f"checkpoint {ckpt_id}: {name}: tensor {t['path']}")
+    digests = list(wanted)
+    bufs = store.blobs.read_many([(d, wanted[d], where[d]) for d in digests])
+    files = {d: tensorfile.decode(b, where=where[d]) for d, b in zip(digests, bufs, strict=True)}
+    states = {}
+    for name in names:
+        obj = saved[name]
+        arrays = []
+        for t in obj.get("tensors", ()):
+            data = files[t["blob"]][t["key"]]
+            if t["array"] == "numpy":
+                arrays.append(data_to_ndarray(data))
+            else:
+                from .capture.torch import data_to_tensor
+
+                arrays.append(data_to_tensor(data))
+        pickles = [bytes(store.blobs.read(p["blob"], p["size"],
+                                          where=f"checkpoint {ckpt_id}: {name}: {p['path']}"))
+                   for p in obj.get("pickles", ())]
+        states[name] = capture.Decoder(arrays, pickles).decode(obj["state"])
+    return states
+
+
+def export_weights(store: Store, info: CheckpointInfo, out: str | os.PathLike[str]) -> list[str]:
+    out = os.fspath(out)
+    fmt = "safetensors" if out.endswith(".safetensors") else "pt"
+    if not out.endswith((".safetensors", ".pt", ".pth")):
+        raise ValueError(f"cannot export to {out!r}: the file must end in .safetensors or .pt")
+    saved = store.manifest(info.id)["objects"]
+    modules = [n for n, o in saved.items() if o["kind"] == "module"]
+    if not modules:
+        raise RestoreError(f"checkpoint {info.id} holds no model (no torch module) to export")
+    states = read_states(store, info.id, saved, modules)
+    tensors = states[modules[0]] if len(modules) == 1 else {
+        f"{m}.{k}": v for m in modules for k, v in states[m].items()}
+    from .capture.torch import save_weights_file
+
+    tmp = f"{out}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        save_weights_file(tensors, f, fmt=fmt)
+    os.replace(tmp, out)
+    return list(tensors)
+
+
+def is_weights_file(ref: str) -> bool:
+    return ref.lower().endswith(_WEIGHT_SUFFIXES) and ("/" in ref or os.path.exists(ref)
+                                                       or "://" in ref)
+
+
+def read_url_bytes(url: str) -> bytes:
+    import fsspec
+
+    try:
+        with fsspec.open(url, "rb") as f:
+            return bytes(f.read())
+    except FileNotFoundError as err:
+        raise CheckpointNotFoundError(f"no file at {url!r}") from err
+
+
+def split_for_modules(tensors: Mapping[str, Any], modules: Mapping[str, Any], *,
+                      where: str) -> dict[str, dict[str, Any]]:
+    """Which tracked module a plain state dict belongs to: the only one, or by prefix."""
+    if not modules:
+        raise RestoreError(f"cannot load {where}: no torch module is tracked to load it into")
+    if len(modules) == 1:
+        return {next(iter(modules)): dict(tensors)}
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        head, _, rest = key.partition(".")
+        if head not in modules:
+            raise RestoreError(f"cannot load {where}: key {key!r} does not start with one of "
+                               f"the tracked modules ({', '.join(modules)})")
+        out.setdefault(head, {})[rest] = value
+    return out
+
+
+def _refuse_pickles(ckpt_id: str, saved: Mapping[str, Any], plan: Sequence[str],
+                    allow: bool) -> None:
+    if allow:
+        return
+    for name in plan:
+        pickled = saved[name].get("pickles")
+        if pickled:
+            path = pickled[0]["path"] or "the value"
+            raise RestoreError(
+                f"checkpoint {ckpt_id} holds pickled data in {name!r} ({path}); restore with "
+                "allow_pickle=True only if you trust whoever wrote it"
+            )
+
+
+def _backup_state(obj: Any, kind: str) -> Any:
+    if kind == "generator":
+        from .capture.stateful import generator_family
+
+        family = generator_family(obj)
+        return (obj.bit_generator.state if family == "numpy"
+                else obj.getstate() if family == "python" else obj.get_state())
+    return obj.state_dict()
+
+
+def _manifest_objects(snaps: Sequence[capture.ObjectSnapshot], refs: Sequence[TensorRef],
+                      pickle_digests: Sequence[str]) -> dict[str, Any]:
+    objects: dict[str, Any] = {}
+    ref_iter = iter(refs)
+    pickle_iter = iter(pickle_digests)
+    for s in snaps:
+        tensors = []
+        for t in s.tensors:
+            r = next(ref_iter)
+            tensors.append({"path": t.path, "dtype": t.data.dtype, "shape": list(t.data.shape),
+                            "array": t.array, "device": t.device, "blob": r.blob, "key": r.key,
+                            "blob_size": r.blob_size, "nbytes": r.nbytes})
+        objects[s.name] = {"kind": s.kind, "type": s.type, "state": s.tree, "tensors": tensors}
+        pickles = [{"path": p.path, "blob": next(pickle_iter), "size": len(p.data)}
+                   for p in s.pickles]
+        if pickles:
+            objects[s.name]["pickles"] = pickles
+    return objects
+
+
+def _replace(info: CheckpointInfo, **changes: Any) -> CheckpointInfo:
+    from dataclasses import replace
+
+    return replace(info, **changes)
+
+
+def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key, value in (metrics or {}).items():
+        if hasattr(value, "item"):
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CaptureError(f"metric {key!r} must be a number, not {type(value).__name__} "
+                               f"({value!r:.40}); pass float(...) of it")
+        out[str(key)] = float(value) if math.isfinite(value) else None
+    return out
+
+
+def _make_pool() -> Any:
+    if "torch" not in sys.modules:
+        return None
+    from .capture.torch import BufferPool
+
+    return BufferPool()
+
+
+def default_run_name() -> str:
+    path = notebook_path()
+    if path:
+        return os.path.splitext(os.path.basename(path))[0] or "main"
+    return "main"
+
+
+def notebook_path() -> str | None:
+    """The notebook (or script) doing the saving, when it can be told."""
+    for var in ("JPY_SESSION_NAME", "__vsc_ipynb_file__"):
+        if os.environ.get(var):
+            return os.environ[var]
+    main = sys.modules.get("__main__")
+    session = getattr(main, "__session__", None) or getattr(main, "__vsc_ipynb_file__", None)
+    if isinstance(session, str) and session:
+        return session
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0.endswith(".py"):
+        return argv0
+    return None
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "ckpt_notebook": __version__}
+    for mod in ("torch", "numpy", "safetensors"):
+        module = sys.modules.get(mod)
+        if module is not None:
+            out[mod] = str(getattr(module, "__version__", "?"))
+    return out
+
+
+_LIVE: weakref.WeakSet[Checkpointer] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_pending_saves() -> None:
+    for ckpt in list(_LIVE):
+        try:
+            ckpt.close()
+        except Exception as err:
+            print(f"ckpt_notebook: {err}", file=sys.stderr)
+

@@ -1,0 +1,255 @@
+"""The store: blobs, manifests, the listing index, commit, delete and garbage collection.
+
+Layout under the root URL (see docs/format.md)::
+
+    ckpt-store.json          marks the folder as a store (format version)
+    blobs/ab/ab12...         content-addressed blobs (BLAKE3)
+    manifests/<id>.json      one per checkpoint; writing it is the commit
+    index.json               listing cache, rebuilt from manifests when stale
+    tmp/                     in-flight temp files (local stores); gc removes leftovers
+
+A checkpoint is visible exactly when its manifest exists, and its manifest is written only
+after every blob it names is durable, so a crash at any moment leaves a readable store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CheckpointNotFoundError, FormatError, StoreBusyError, StoreError
+from ..types import CheckpointInfo, utc_now
+from . import manifest as manifest_format
+from .backend import Backend, open_backend
+from .blobs import BlobStore, blob_path
+from .index import MANIFEST_DIR, Index
+
+__all__ = ["GcReport", "Store", "VerifyProblem"]
+
+STORE_FILE = "ckpt-store.json"
+STORE_FORMAT = "ckpt_notebook.store"
+LOCK_FILE = ".lock"
+_TMP_MAX_AGE_S = 24 * 3600  # on stores without locks, temp files older than this are leftovers
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    """One blob of one checkpoint that does not verify."""
+
+    checkpoint: str
+    blob: str
+    where: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.checkpoint}: {self.where}: blob {self.blob[:16]} is {self.problem}"
+
+
+@dataclass
+class GcReport:
+    blobs_removed: int = 0
+    bytes_freed: int = 0
+    temp_removed: int = 0
+    blobs_kept: int = 0
+    removed: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        from ..types import format_bytes
+
+        return (f"removed {self.blobs_removed} unreferenced blobs "
+                f"({format_bytes(self.bytes_freed)}) and {self.temp_removed} temp files; "
+                f"{self.blobs_kept} blobs in use")
+
+
+class Store:
+    """A checkpoint store rooted at any fsspec URL (default ``./checkpoints``)."""
+
+    def __init__(self, url: str | os.PathLike[str] | None = None,
+                 **storage_options: Any) -> None:
+        self.backend: Backend = open_backend(url, **storage_options)
+        self.url = self.backend.url
+        self.blobs = BlobStore(self.backend)
+        self.index = Index(self.backend, self._read_info_or_none)
+        self._check_root()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # -- opening -------------------------------------------------------------------------
+    def _check_root(self) -> None:
+        b = self.backend
+        if b.is_local and os.path.exists(b.root) and not os.path.isdir(b.root):
+            raise StoreError(f"cannot open store {self.url!r}: it is a file, not a folder; "
+                             "pass a folder path or URL")
+
+    def ensure_writable(self) -> None:
+        """Create the store on first write; refuse a non-empty folder that is not a store."""
+        b = self.backend
+        if b.exists(STORE_FILE):
+            return
+        existing = [n for n in b.listdir("") if not n.startswith(".")]
+        if existing and not set(existing) <= {"blobs", "manifests", "tmp", "index.json"}:
+            raise StoreError(
+                f"{self.url!r} is not a ckpt_notebook store (it holds {existing[0]!r} but no "
+                f"{STORE_FILE}); choose an empty or new folder"
+            )
+        doc = {"format": STORE_FORMAT, "version": manifest_format.VERSION, "created": utc_now()}
+        try:
+            b.write_atomic(STORE_FILE, [json.dumps(doc).encode()])
+        except PermissionError as err:
+            raise StoreError(f"cannot write to store {self.url!r}: permission denied") from err
+
+    @contextlib.contextmanager
+    def lock(self, *, exclusive: bool = False, timeout: float = 30.0) -> Iterator[None]:
+        """Savers hold the store shared, gc holds it exclusive (local stores; no-op remote)."""
+        if not self.backend.is_local:
+            yield
+            return
+        import fcntl
+
+        os.makedirs(self.backend.root, exist_ok=True)
+        fd = os.open(self.backend.path(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except OSError as err:
+                    if err.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise StoreBusyError(
+                            f"store {self.url!r} is busy ({'a save' if exclusive else 'gc'} "
+                            "is running in another process); try again when it finishes"
+                        ) from err
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- manifests -----------------------------------------------------------------------
+    @staticmethod
+    def manifest_path(ckpt_id: str) -> str:
+        return f"{MANIFEST_DIR}/{ckpt_id}.json"
+
+    def commit(self, info: CheckpointInfo, *, objects: dict[str, Any], blobs: dict[str, int],
+               files: dict[str, Any] | None = None,
+               library_versions: dict[str, str] | None = None) -> None:
+        """Write the manifest (the commit). Never replaces an existing checkpoint."""
+        raw = manifest_format.encode(info, objects=objects, blobs=blobs, files=files,
+                                     library_versions=library_versions)
+        self.backend.write_atomic(self.manifest_path(info.id), [raw], exclusive=True)
+        with contextlib.suppress(OSError, ValueError):
+            entries = self.index.entries()
+            entries[info.id] = info
+            self.index.write(entries)
+
+    def manifest(self, ckpt_id: str) -> dict[str, Any]:
+        where = f"checkpoint {ckpt_id}"
+        try:
+            raw = self.backend.read_bytes(self.manifest_path(ckpt_id))
+        except FileNotFoundError as err:
+            raise CheckpointNotFoundError(f"no checkpoint {ckpt_id!r} in {self.url}") from err
+        return manifest_format.decode(raw, where=where)
+
+    def info(self, ckpt_id: str) -> CheckpointInfo:
+        return manifest_format.info_of(self.manifest(ckpt_id))
+
+    def _read_info_or_none(self, ckpt_id: str) -> CheckpointInfo | None:
+        try:
+            return self.info(ckpt_id)
+        except (CheckpointNotFoundError, FormatError, OSError, TypeError):
+            return None
+
+    def exists(self, ckpt_id: str) -> bool:
+        return self.backend.exists(self.manifest_path(ckpt_id))
+
+    def delete(self, ckpt_id: str) -> None:
+        """Remove a checkpoint's manifest; its blobs go at the next :meth:`gc`."""
+        if not self.exists(ckpt_id):
+            raise CheckpointNotFoundError(f"no checkpoint {ckpt_id!r} in {self.url}")
+        self.backend.remove(self.manifest_path(ckpt_id))
+        with contextlib.suppress(OSError, ValueError):
+            entries = self.index.entries()
+            entries.pop(ckpt_id, None)
+            self.index.write(entries)
+
+    # -- verify and gc -------------------------------------------------------------------
+    def verify(self, ckpt_id: str) -> list[VerifyProblem]:
+        """Re-hash every blob of a checkpoint; returns what does not verify (empty: fine)."""
+        doc = self.manifest(ckpt_id)
+        where = blob_owners(doc)
+        problems = []
+        for digest, size in doc["blobs"].items():
+            problem = self.blobs.check(digest, int(size))
+            if problem is not None:
+                problems.append(VerifyProblem(ckpt_id, digest, where.get(digest, "?"), problem))
+        return problems
+
+    def referenced_blobs(self) -> set[str]:
+        refs: set[str] = set()
+        for ckpt_id in self.index.ids_on_disk():
+            with contextlib.suppress(CheckpointNotFoundError):
+                refs.update(self.manifest(ckpt_id)["blobs"])
+        return refs
+
+    def gc(self, *, dry_run: bool = False) -> GcReport:
+        """Remove unreferenced blobs and leftover temp files (holds the store exclusively)."""
+        report = GcReport()
+        with self.lock(exclusive=True):
+            refs = self.referenced_blobs()
+            for digest, rel in self.blobs.all_digests().items():
+                if digest in refs:
+                    report.blobs_kept += 1
+                    continue
+                report.bytes_freed += self.backend.size(rel)
+                report.blobs_removed += 1
+                report.removed.append(digest)
+                if not dry_run:
+                    self.backend.remove(rel)
+            report.temp_removed = self._clean_tmp(dry_run=dry_run)
+        return report
+
+    def _clean_tmp(self, *, dry_run: bool) -> int:
+        removed = 0
+        now = time.time()
+        for name in self.backend.listdir("tmp"):
+            rel = f"tmp/{name}"
+            # Local stores: we hold the exclusive lock, so no writer is mid-save.
+            if self.backend.is_local or now - self.backend.mtime(rel) > _TMP_MAX_AGE_S:
+                removed += 1
+                if not dry_run:
+                    self.backend.remove(rel)
+        return removed
+
+    def blob_path(self, digest: str) -> str:
+        return self.backend.path(blob_path(digest))
+
+    def list(self) -> list[CheckpointInfo]:
+        """Every committed checkpoint, oldest first."""
+        return sorted(self.index.entries().values(), key=lambda i: (i.created, i.id))
+
+
+def blob_owners(doc: dict[str, Any]) -> dict[str, str]:
+    """For error messages: which object and tensors (or files) each blob of a manifest holds."""
+    owners: dict[str, list[str]] = {}
+    for name, obj in doc.get("objects", {}).items():
+        for t in obj.get("tensors", ()):
+            owners.setdefault(t["blob"], []).append(f"{name}: tensor {t['path']}")
+        for p in obj.get("pickles", ()):
+            owners.setdefault(p["blob"], []).append(f"{name}: pickled {p['path']}")
+    for path, entry in (doc.get("files") or {}).items():
+        owners.setdefault(entry["blob"], []).append(f"file {path}")
+    out = {}
+    for digest, names in owners.items():
+        more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+        out[digest] = ", ".join(names[:3]) + more
+    return out
