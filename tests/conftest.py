@@ -1,0 +1,36 @@
+"""Shared fixtures: a fresh store folder and small real models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_store_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests name their store explicitly; a developer's CKPT_NOTEBOOK_STORE must not leak in."""
+    monkeypatch.delenv("CKPT_NOTEBOOK_STORE", raising=False)
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+def mlp(seed: int = 0, width: int = 64):
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(16, width), torch.nn.ReLU(), torch.nn.Dropout(0.1),
+        torch.nn.Linear(width, 4),
+    )
+
+
+def pythonpath_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
