@@ -28,6 +28,7 @@ from ..types import CheckpointInfo, utc_now
 from . import manifest as manifest_format
 from .backend import Backend, open_backend
 from .blobs import BlobStore, blob_path
+from .control import MetricHistory, PinSet, PolicyFile, RequestQueue
 from .index import MANIFEST_DIR, Index
 
 __all__ = ["GcReport", "Store", "VerifyProblem"]
@@ -35,6 +36,8 @@ __all__ = ["GcReport", "Store", "VerifyProblem"]
 STORE_FILE = "ckpt-store.json"
 STORE_FORMAT = "ckpt_notebook.store"
 LOCK_FILE = ".lock"
+_STORE_ENTRIES = {"blobs", "manifests", "tmp", "index.json", "pins", "policy.json", "requests",
+                  "runs"}
 _TMP_MAX_AGE_S = 24 * 3600  # on stores without locks, temp files older than this are leftovers
 
 
@@ -76,6 +79,10 @@ class Store:
         self.url = self.backend.url
         self.blobs = BlobStore(self.backend)
         self.index = Index(self.backend, self._read_info_or_none)
+        self.pins = PinSet(self.backend)
+        self.policy = PolicyFile(self.backend)
+        self.requests = RequestQueue(self.backend)
+        self.history = MetricHistory(self.backend)
         self._check_root()
 
     def __repr__(self) -> str:
@@ -94,7 +101,7 @@ class Store:
         if b.exists(STORE_FILE):
             return
         existing = [n for n in b.listdir("") if not n.startswith(".")]
-        if existing and not set(existing) <= {"blobs", "manifests", "tmp", "index.json"}:
+        if existing and not set(existing) <= _STORE_ENTRIES:
             raise StoreError(
                 f"{self.url!r} is not a ckpt_notebook store (it holds {existing[0]!r} but no "
                 f"{STORE_FILE}); choose an empty or new folder"
@@ -177,6 +184,7 @@ class Store:
         if not self.exists(ckpt_id):
             raise CheckpointNotFoundError(f"no checkpoint {ckpt_id!r} in {self.url}")
         self.backend.remove(self.manifest_path(ckpt_id))
+        self.pins.remove(ckpt_id)
         with contextlib.suppress(OSError, ValueError):
             entries = self.index.entries()
             entries.pop(ckpt_id, None)

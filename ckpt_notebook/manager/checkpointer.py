@@ -14,34 +14,26 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import difflib
-import math
 import os
-import secrets
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from dataclasses import replace
 from typing import Any
 
-from . import capture, retention
-from ._version import __version__
-from .errors import (
-    BackgroundSaveError,
-    CaptureError,
-    CheckpointExistsError,
-    CheckpointNotFoundError,
-    RestoreError,
-)
-from .storage import Store, VerifyProblem
-from .storage.blobs import TensorRef
-from .types import CheckpointInfo, ObjectReport, RestoreReport, utc_now, validate_name
+from .. import capture
+from ..errors import BackgroundSaveError, CheckpointExistsError, RestoreError
+from ..storage import Store, VerifyProblem
+from ..storage.blobs import TensorRef
+from ..types import CheckpointInfo, ObjectReport, RestoreReport, utc_now, validate_name
+from .environment import clean_metrics, default_run_name, library_versions, notebook_path
+from .reading import export_weights, read_states, refuse_pickles, split_for_modules
+from .refs import is_weights_file, new_id, read_url_bytes, resolve_ref
 
 __all__ = ["Checkpointer"]
 
-_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
@@ -112,12 +104,12 @@ class Checkpointer:
                 raise CheckpointExistsError(f"a checkpoint named {name!r} already exists in "
                                             f"{self.store.url}; names are write-once, pick "
                                             "another (e.g. add -v2)")
-        clean_metrics = _clean_metrics(metrics)
+        cleaned = clean_metrics(metrics)
         snaps = self._snapshot_all()
         info = CheckpointInfo(
             id=name or new_id(), name=name, run=self.run,
             step=None if step is None else int(step), epoch=None if epoch is None else int(epoch),
-            created=utc_now(), metrics=clean_metrics, tags=tuple(str(t) for t in tags),
+            created=utc_now(), metrics=cleaned, tags=tuple(str(t) for t in tags),
             parent=self.last.id if self.last else None, kind="state",
             objects=tuple(s.name for s in snaps),
             logical_bytes=sum(s.nbytes for s in snaps), notebook=notebook_path(),
@@ -170,7 +162,7 @@ class Checkpointer:
             blobs = {r.digest: r.size for r in (*puts, *pickle_puts)}
             new_bytes = sum(r.size for r in {r.digest: r for r in (*puts, *pickle_puts)
                                              if r.new}.values())
-            final = _replace(info, new_bytes=new_bytes, committed=True)
+            final = replace(info, new_bytes=new_bytes, committed=True)
             store.commit(final, objects=objects, blobs=blobs, library_versions=library_versions())
         self.last = final
         return final
@@ -228,14 +220,14 @@ class Checkpointer:
         doc = self.store.manifest(info.id)
         saved: dict[str, Any] = doc["objects"]
         plan = self._restore_plan(saved, weights_only=weights_only)
-        _refuse_pickles(info.id, saved, plan, allow_pickle)
+        refuse_pickles(info.id, saved, plan, allow_pickle)
         states = read_states(self.store, info.id, saved, plan)
         reports = self._check_all(saved, states, strict)
         self._load_all(saved, states, strict)
         rng_note = ""
         rng_restored = capture.RNG_NAME in states
         if rng_restored:
-            from .capture.torch import restore_rng
+            from ..capture.torch import restore_rng
 
             rng_note = restore_rng(states[capture.RNG_NAME])
         values = {n: states[n] for n in plan if saved[n]["kind"] == "value"}
@@ -305,7 +297,7 @@ class Checkpointer:
                                   strict=strict)
 
     def _restore_weights_file(self, ref: str, *, strict: bool) -> RestoreReport:
-        from .capture.torch import load_weights_file
+        from ..capture.torch import load_weights_file
 
         raw = read_url_bytes(ref)
         tensors = load_weights_file(raw, where=ref)
@@ -344,145 +336,9 @@ class Checkpointer:
         return self.store.list()
 
 
-# -- helpers shared with the CLI ------------------------------------------------------------
-def new_id() -> str:
-    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
-def resolve_ref(store: Store, ref: str) -> CheckpointInfo:
-    infos = store.list()
-    if ref in ("latest", "last"):
-        found = retention.latest(infos)
-        if found is None:
-            raise CheckpointNotFoundError(f"no checkpoints in {store.url} yet; save one first")
-        return found
-    try:
-        best_ref = retention.parse_best_ref(ref)
-    except ValueError as err:
-        raise CheckpointNotFoundError(str(err)) from err
-    if best_ref is not None:
-        found = retention.best(infos, *best_ref)
-        if found is None:
-            raise CheckpointNotFoundError(f"no checkpoint in {store.url} has metric "
-                                          f"{best_ref[0]!r}")
-        return found
-    by_id = {i.id: i for i in infos}
-    if ref in by_id:
-        return by_id[ref]
-    prefixed = [i for i in infos if i.id.startswith(ref)] if len(ref) >= 4 else []
-    if len(prefixed) == 1:
-        return prefixed[0]
-    near = difflib.get_close_matches(ref, list(by_id), n=3, cutoff=0.4) or \
-        [i.id for i in infos[-3:]]
-    hint = f"; nearest: {', '.join(near)}" if near else "; the store is empty"
-    what = "is ambiguous" if prefixed else "names no checkpoint"
-    raise CheckpointNotFoundError(f"REF {ref!r} {what} in {store.url}{hint}")
-
-
-def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
-                names: Sequence[str]) -> dict[str, Any]:
-    """Read, verify and decode the saved state of ``names`` (blobs read in parallel)."""
-    from .capture.arrays import data_to_ndarray
-    from .storage import tensorfile
-
-    wanted: dict[str, int] = {}
-    where: dict[str, str] = {}
-    for name in names:
-        for t in saved[name].get("tensors", ()):
-            wanted[t["blob"]] = t["blob_size"]
-            where.setdefault(t["blob"], f"checkpoint {ckpt_id}: {name}: tensor {t['path']}")
-    digests = list(wanted)
-    bufs = store.blobs.read_many([(d, wanted[d], where[d]) for d in digests])
-    files = {d: tensorfile.decode(b, where=where[d]) for d, b in zip(digests, bufs, strict=True)}
-    states = {}
-    for name in names:
-        obj = saved[name]
-        arrays = []
-        for t in obj.get("tensors", ()):
-            data = files[t["blob"]][t["key"]]
-            if t["array"] == "numpy":
-                arrays.append(data_to_ndarray(data))
-            else:
-                from .capture.torch import data_to_tensor
-
-                arrays.append(data_to_tensor(data))
-        pickles = [bytes(store.blobs.read(p["blob"], p["size"],
-                                          where=f"checkpoint {ckpt_id}: {name}: {p['path']}"))
-                   for p in obj.get("pickles", ())]
-        states[name] = capture.Decoder(arrays, pickles).decode(obj["state"])
-    return states
-
-
-def export_weights(store: Store, info: CheckpointInfo, out: str | os.PathLike[str]) -> list[str]:
-    out = os.fspath(out)
-    fmt = "safetensors" if out.endswith(".safetensors") else "pt"
-    if not out.endswith((".safetensors", ".pt", ".pth")):
-        raise ValueError(f"cannot export to {out!r}: the file must end in .safetensors or .pt")
-    saved = store.manifest(info.id)["objects"]
-    modules = [n for n, o in saved.items() if o["kind"] == "module"]
-    if not modules:
-        raise RestoreError(f"checkpoint {info.id} holds no model (no torch module) to export")
-    states = read_states(store, info.id, saved, modules)
-    tensors = states[modules[0]] if len(modules) == 1 else {
-        f"{m}.{k}": v for m in modules for k, v in states[m].items()}
-    from .capture.torch import save_weights_file
-
-    tmp = f"{out}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        save_weights_file(tensors, f, fmt=fmt)
-    os.replace(tmp, out)
-    return list(tensors)
-
-
-def is_weights_file(ref: str) -> bool:
-    return ref.lower().endswith(_WEIGHT_SUFFIXES) and ("/" in ref or os.path.exists(ref)
-                                                       or "://" in ref)
-
-
-def read_url_bytes(url: str) -> bytes:
-    import fsspec
-
-    try:
-        with fsspec.open(url, "rb") as f:
-            return bytes(f.read())
-    except FileNotFoundError as err:
-        raise CheckpointNotFoundError(f"no file at {url!r}") from err
-
-
-def split_for_modules(tensors: Mapping[str, Any], modules: Mapping[str, Any], *,
-                      where: str) -> dict[str, dict[str, Any]]:
-    """Which tracked module a plain state dict belongs to: the only one, or by prefix."""
-    if not modules:
-        raise RestoreError(f"cannot load {where}: no torch module is tracked to load it into")
-    if len(modules) == 1:
-        return {next(iter(modules)): dict(tensors)}
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        head, _, rest = key.partition(".")
-        if head not in modules:
-            raise RestoreError(f"cannot load {where}: key {key!r} does not start with one of "
-                               f"the tracked modules ({', '.join(modules)})")
-        out.setdefault(head, {})[rest] = value
-    return out
-
-
-def _refuse_pickles(ckpt_id: str, saved: Mapping[str, Any], plan: Sequence[str],
-                    allow: bool) -> None:
-    if allow:
-        return
-    for name in plan:
-        pickled = saved[name].get("pickles")
-        if pickled:
-            path = pickled[0]["path"] or "the value"
-            raise RestoreError(
-                f"checkpoint {ckpt_id} holds pickled data in {name!r} ({path}); restore with "
-                "allow_pickle=True only if you trust whoever wrote it"
-            )
-
-
 def _backup_state(obj: Any, kind: str) -> Any:
     if kind == "generator":
-        from .capture.stateful import generator_family
+        from ..capture.stateful import generator_family
 
         family = generator_family(obj)
         return (obj.bit_generator.state if family == "numpy"
@@ -510,61 +366,12 @@ def _manifest_objects(snaps: Sequence[capture.ObjectSnapshot], refs: Sequence[Te
     return objects
 
 
-def _replace(info: CheckpointInfo, **changes: Any) -> CheckpointInfo:
-    from dataclasses import replace
-
-    return replace(info, **changes)
-
-
-def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for key, value in (metrics or {}).items():
-        if hasattr(value, "item"):
-            value = value.item()
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise CaptureError(f"metric {key!r} must be a number, not {type(value).__name__} "
-                               f"({value!r:.40}); pass float(...) of it")
-        out[str(key)] = float(value) if math.isfinite(value) else None
-    return out
-
-
 def _make_pool() -> Any:
     if "torch" not in sys.modules:
         return None
-    from .capture.torch import BufferPool
+    from ..capture.torch import BufferPool
 
     return BufferPool()
-
-
-def default_run_name() -> str:
-    path = notebook_path()
-    if path:
-        return os.path.splitext(os.path.basename(path))[0] or "main"
-    return "main"
-
-
-def notebook_path() -> str | None:
-    """The notebook (or script) doing the saving, when it can be told."""
-    for var in ("JPY_SESSION_NAME", "__vsc_ipynb_file__"):
-        if os.environ.get(var):
-            return os.environ[var]
-    main = sys.modules.get("__main__")
-    session = getattr(main, "__session__", None) or getattr(main, "__vsc_ipynb_file__", None)
-    if isinstance(session, str) and session:
-        return session
-    argv0 = sys.argv[0] if sys.argv else ""
-    if argv0.endswith(".py"):
-        return argv0
-    return None
-
-
-def library_versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0], "ckpt_notebook": __version__}
-    for mod in ("torch", "numpy", "safetensors"):
-        module = sys.modules.get(mod)
-        if module is not None:
-            out[mod] = str(getattr(module, "__version__", "?"))
-    return out
 
 
 _LIVE: weakref.WeakSet[Checkpointer] = weakref.WeakSet()
@@ -577,4 +384,3 @@ def _finish_pending_saves() -> None:
             ckpt.close()
         except Exception as err:
             print(f"ckpt_notebook: {err}", file=sys.stderr)
-

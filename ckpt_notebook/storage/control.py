@@ -1,0 +1,131 @@
+"""The store's small mutable files, beside the immutable checkpoints.
+
+    pins/<id>                      a checkpoint kept whatever the retention policy says
+    policy.json                    the retention policy (JSON of retention.Policy)
+    requests/<time>-<rand>.json    "save now" requests for a running training loop
+    runs/<run>/history/<seg>.jsonl metric history, one JSON object per recorded step
+
+Each kind of change is one file created or removed, so concurrent processes never need a
+read-modify-write of shared state; policy.json is replaced atomically as a whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..types import utc_now
+from .backend import Backend
+
+__all__ = ["MetricHistory", "PinSet", "PolicyFile", "RequestQueue"]
+
+
+class PinSet:
+    """Pinned checkpoint ids: retention never prunes them."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def add(self, ckpt_id: str) -> None:
+        self.backend.write_atomic(f"pins/{ckpt_id}", [utc_now().encode()], durable=False)
+
+    def remove(self, ckpt_id: str) -> None:
+        self.backend.remove(f"pins/{ckpt_id}")
+
+    def ids(self) -> set[str]:
+        return {n for n in self.backend.listdir("pins") if not n.startswith(".")}
+
+
+class PolicyFile:
+    """The retention policy shared by every process using the store, as plain JSON."""
+
+    NAME = "policy.json"
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def read(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.backend.read_bytes(self.NAME))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def write(self, doc: Mapping[str, Any]) -> None:
+        self.backend.write_atomic(self.NAME, [json.dumps(dict(doc), indent=1).encode()])
+
+
+class RequestQueue:
+    """Requests from outside a busy kernel (CLI, dashboard), honoured by ``step()``."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def put(self, action: str, **fields: Any) -> str:
+        req_id = f"{time.time_ns()}-{secrets.token_hex(3)}"
+        doc = {"id": req_id, "action": action, "requested": utc_now(), **fields}
+        self.backend.write_atomic(f"requests/{req_id}.json", [json.dumps(doc).encode()])
+        return req_id
+
+    def pending(self) -> list[str]:
+        return sorted(n for n in self.backend.listdir("requests") if n.endswith(".json"))
+
+    def take(self, action: str | None = None) -> list[dict[str, Any]]:
+        """Claim the pending requests (of ``action``): each is returned to one taker only."""
+        taken = []
+        for name in self.pending():
+            rel = f"requests/{name}"
+            try:
+                doc = json.loads(self.backend.read_bytes(rel))
+            except (FileNotFoundError, ValueError):
+                continue
+            if action is not None and doc.get("action") != action:
+                continue
+            if self._claim(rel):
+                taken.append(doc)
+        return taken
+
+    def _claim(self, rel: str) -> bool:
+        if self.backend.is_local:
+            import os
+
+            try:
+                os.unlink(self.backend.path(rel))
+            except FileNotFoundError:
+                return False  # another process took it first
+            return True
+        self.backend.remove(rel)
+        return True
+
+
+class MetricHistory:
+    """Per-run metric history in append-only segments (one writer per segment)."""
+
+    SEGMENT_ROWS = 5000
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def runs(self) -> list[str]:
+        return sorted(n for n in self.backend.listdir("runs") if not n.startswith("."))
+
+    def write_segment(self, run: str, segment: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        body = "".join(json.dumps(dict(r), allow_nan=False) + "\n" for r in rows)
+        self.backend.write_atomic(f"runs/{run}/history/{segment}.jsonl", [body.encode()],
+                                  durable=False)
+
+    def read(self, run: str) -> list[dict[str, Any]]:
+        """Every recorded row of ``run``, ordered by time."""
+        rows: list[dict[str, Any]] = []
+        for name in sorted(self.backend.listdir(f"runs/{run}/history")):
+            with contextlib.suppress(FileNotFoundError):
+                text = self.backend.read_bytes(f"runs/{run}/history/{name}").decode()
+                for line in text.splitlines():
+                    with contextlib.suppress(ValueError):
+                        rows.append(json.loads(line))
+        rows.sort(key=lambda r: (r.get("time", 0), r.get("step") or 0))
+        return rows
