@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ __all__ = [
     "RestoreReport",
     "TensorData",
     "format_bytes",
+    "is_valid_name",
     "utc_now",
     "validate_name",
 ]
@@ -31,9 +32,13 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 NAME_RULE = "1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
 
 
+def is_valid_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_NAME_RE.fullmatch(name)) and not name.startswith(".")
+
+
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid checkpoint name, else raise :class:`InvalidNameError`."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name.startswith("."):
+    if not is_valid_name(name):
         raise InvalidNameError(f"invalid checkpoint name {name!r}: names are {NAME_RULE}")
     return name
 
@@ -103,7 +108,7 @@ class CheckpointInfo:
         return self.name is not None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["metrics"] = dict(self.metrics)
         data["tags"] = list(self.tags)
         data["objects"] = list(self.objects)

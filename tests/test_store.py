@@ -46,6 +46,7 @@ def test_index_is_rebuilt_when_missing_or_stale(tmp_path: Path) -> None:
     url = str(tmp_path / "store")
     ckpt = ckn.Checkpointer(url, model=mlp(), rng=False)
     ids = [ckpt.save(step=i, wait=True).id for i in range(3)]
+    assert [i.id for i in Store(url).list()] == ids  # the first listing writes the index
     (tmp_path / "store" / "index.json").unlink()
     assert [i.id for i in Store(url).list()] == ids
     # A stale index (an entry whose manifest is gone, a manifest it lacks) is reconciled.

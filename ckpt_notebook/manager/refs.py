@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from .. import retention
 from ..errors import CheckpointNotFoundError
 from ..storage import Store
-from ..types import CheckpointInfo
+from ..types import CheckpointInfo, is_valid_name
 
 __all__ = ["is_weights_file", "new_id", "read_url_bytes", "resolve_ref"]
 
@@ -41,12 +41,15 @@ def resolve_ref(store: Store, ref: str) -> CheckpointInfo:
     by_id = {i.id: i for i in infos}
     if ref in by_id:
         return by_id[ref]
+    if is_valid_name(ref) and store.exists(ref):  # a manifest the listing could not read
+        return store.info(ref)  # raises the reason (bad JSON, newer format, ...)
     prefixed = [i for i in infos if i.id.startswith(ref)] if len(ref) >= 4 else []
     if len(prefixed) == 1:
         return prefixed[0]
-    near = difflib.get_close_matches(ref, list(by_id), n=3, cutoff=0.4) or \
-        [i.id for i in infos[-3:]]
-    hint = f"; nearest: {', '.join(near)}" if near else "; the store is empty"
+    near = difflib.get_close_matches(ref, list(by_id), n=3, cutoff=0.4)
+    newest = [i.id for i in infos[-3:]]
+    hint = (f"; nearest: {', '.join(near)}" if near else
+            f"; newest: {', '.join(newest)}" if newest else "; the store is empty")
     what = "is ambiguous" if prefixed else "names no checkpoint"
     raise CheckpointNotFoundError(f"REF {ref!r} {what} in {store.url}{hint}")
 

@@ -3,7 +3,9 @@
 Manifests are the truth; the index is a cache. Listing reads ``index.json`` plus one
 directory listing of ``manifests/``, opens only the manifests the index lacks, drops entries
 whose manifest is gone, and rewrites the index when it changed. Concurrent writers can only
-make it stale, never wrong: the next reader reconciles it.
+make it stale, never wrong: the next reader reconciles it. Commits do not touch the index;
+a listing rewrites it once it lags by ``REWRITE_AFTER`` manifests, so neither saving nor
+listing rewrites a large index every time.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ INDEX_FILE = "index.json"
 INDEX_VERSION = 1
 MANIFEST_DIR = "manifests"
 SUFFIX = ".json"
+REWRITE_AFTER = 32  # rewrite the index once this many manifests differ from it
 
 
 class Index:
@@ -48,7 +51,7 @@ class Index:
         """Every committed checkpoint, reconciled against the manifests on disk."""
         cached = self._load()
         on_disk = self.ids_on_disk()
-        changed = set(cached) != on_disk
+        drift = len(set(cached) - on_disk)
         out: dict[str, CheckpointInfo] = {}
         for ckpt_id in on_disk:
             raw = cached.get(ckpt_id)
@@ -56,12 +59,13 @@ class Index:
                 try:
                     out[ckpt_id] = CheckpointInfo.from_json(raw)
                     continue
-                except (TypeError, ValueError):
-                    changed = True
+                except (TypeError, ValueError, KeyError):
+                    pass
+            drift += 1
             info = self._read_info(ckpt_id)
             if info is not None:
                 out[ckpt_id] = info
-        if changed:
+        if drift >= REWRITE_AFTER or (drift and not cached):
             self.write(out)
         return out
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CheckpointNotFoundError, FormatError, StoreBusyError, StoreError
-from ..types import CheckpointInfo, utc_now
+from ..types import CheckpointInfo, format_bytes, utc_now
 from . import manifest as manifest_format
 from .backend import Backend, open_backend
 from .blobs import BlobStore, blob_path
@@ -61,13 +61,17 @@ class GcReport:
     temp_removed: int = 0
     blobs_kept: int = 0
     removed: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     def __str__(self) -> str:
-        from ..types import format_bytes
+        verb = "would remove" if self.dry_run else "removed"
+        return (f"{verb} {_count(self.blobs_removed, 'unreferenced blob')} "
+                f"({format_bytes(self.bytes_freed)}) and {_count(self.temp_removed, 'temp file')}"
+                f"; {_count(self.blobs_kept, 'blob')} in use")
 
-        return (f"removed {self.blobs_removed} unreferenced blobs "
-                f"({format_bytes(self.bytes_freed)}) and {self.temp_removed} temp files; "
-                f"{self.blobs_kept} blobs in use")
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 class Store:
@@ -154,10 +158,6 @@ class Store:
         raw = manifest_format.encode(info, objects=objects, blobs=blobs, files=files,
                                      library_versions=library_versions)
         self.backend.write_atomic(self.manifest_path(info.id), [raw], exclusive=True)
-        with contextlib.suppress(OSError, ValueError):
-            entries = self.index.entries()
-            entries[info.id] = info
-            self.index.write(entries)
 
     def manifest(self, ckpt_id: str) -> dict[str, Any]:
         where = f"checkpoint {ckpt_id}"
@@ -185,19 +185,23 @@ class Store:
             raise CheckpointNotFoundError(f"no checkpoint {ckpt_id!r} in {self.url}")
         self.backend.remove(self.manifest_path(ckpt_id))
         self.pins.remove(ckpt_id)
-        with contextlib.suppress(OSError, ValueError):
-            entries = self.index.entries()
-            entries.pop(ckpt_id, None)
-            self.index.write(entries)
 
     # -- verify and gc -------------------------------------------------------------------
-    def verify(self, ckpt_id: str) -> list[VerifyProblem]:
-        """Re-hash every blob of a checkpoint; returns what does not verify (empty: fine)."""
+    def verify(self, ckpt_id: str, *, seen: dict[str, str | None] | None = None,
+               ) -> list[VerifyProblem]:
+        """Re-hash every blob of a checkpoint; returns what does not verify (empty: fine).
+
+        Pass the same ``seen`` dict when verifying many checkpoints: blobs they share are
+        hashed once.
+        """
         doc = self.manifest(ckpt_id)
         where = blob_owners(doc)
+        seen = {} if seen is None else seen
         problems = []
         for digest, size in doc["blobs"].items():
-            problem = self.blobs.check(digest, int(size))
+            if digest not in seen:
+                seen[digest] = self.blobs.check(digest, int(size))
+            problem = seen[digest]
             if problem is not None:
                 problems.append(VerifyProblem(ckpt_id, digest, where.get(digest, "?"), problem))
         return problems
@@ -211,7 +215,9 @@ class Store:
 
     def gc(self, *, dry_run: bool = False) -> GcReport:
         """Remove unreferenced blobs and leftover temp files (holds the store exclusively)."""
-        report = GcReport()
+        report = GcReport(dry_run=dry_run)
+        if not self.backend.exists(""):
+            return report  # nothing to collect; do not create the folder
         with self.lock(exclusive=True):
             refs = self.referenced_blobs()
             for digest, rel in self.blobs.all_digests().items():
