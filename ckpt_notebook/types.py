@@ -210,5 +210,8 @@ class RestoreReport:
             f"</tr></thead><tbody>{cells}</tbody></table></div>"
         )
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
     def __repr__(self) -> str:
         return f"<RestoreReport {self.checkpoint.id}: {', '.join(self.restored) or 'nothing'}>"

@@ -3,7 +3,15 @@
 Never imports storage; imports torch only when a torch object is captured or restored.
 """
 
-from .objects import RNG_NAME, ObjectSnapshot, check_fits, load_into, snapshot, snapshot_rng
+from .objects import (
+    RNG_NAME,
+    ObjectSnapshot,
+    check_fits,
+    fingerprint,
+    load_into,
+    snapshot,
+    snapshot_rng,
+)
 from .stateful import Stateful, classify
 from .tree import Decoder, PickleEntry, TensorEntry
 
@@ -16,6 +24,7 @@ __all__ = [
     "TensorEntry",
     "check_fits",
     "classify",
+    "fingerprint",
     "load_into",
     "snapshot",
     "snapshot_rng",

@@ -136,3 +136,21 @@ def load_into(name: str, kind: str, obj: Any, state: Any, *, strict: bool) -> No
         raise
     except Exception as err:
         raise RestoreError(f"cannot restore {name!r}: {type(err).__name__}: {err}") from err
+
+
+def fingerprint(obj: Any) -> Any:
+    """A cheap value that changes when ``obj``'s state changes (no tensor data is read).
+
+    Tensors count in-place updates in ``_version``; optimizers and schedulers also move
+    their step counters. Plain values fall back to ``repr``.
+    """
+    kind = classify(obj)
+    if kind == "module":
+        return tuple(t._version for t in (*obj.parameters(), *obj.buffers()))
+    if kind == "optimizer":
+        return tuple(getattr(t, "_version", t) for s in obj.state.values() for t in s.values())
+    if kind == "scheduler":
+        return getattr(obj, "last_epoch", None), getattr(obj, "_step_count", None)
+    if kind in ("scaler", "stateful", "generator"):
+        return id(obj), repr(_state_of(obj, kind))[:10_000]
+    return repr(obj)[:10_000]

@@ -17,22 +17,36 @@ import contextlib
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from .. import capture
+from .. import capture, retention
 from ..errors import BackgroundSaveError, CheckpointExistsError, RestoreError
 from ..storage import Store, VerifyProblem
 from ..storage.blobs import TensorRef
 from ..types import CheckpointInfo, ObjectReport, RestoreReport, utc_now, validate_name
 from .environment import clean_metrics, default_run_name, library_versions, notebook_path
+from .maintenance import (
+    PruneReport,
+    delete,
+    load_policy,
+    pin,
+    prune,
+    save_policy,
+    statuses,
+    unpin,
+)
 from .reading import export_weights, read_states, refuse_pickles, split_for_modules
 from .refs import is_weights_file, new_id, read_url_bytes, resolve_ref
+from .training import History, Schedule
 
 __all__ = ["Checkpointer"]
+
+REQUEST_POLL_S = 1.0  # how often step() looks for "save now" requests in the store
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -48,6 +62,8 @@ class Checkpointer:
         allow_pickle: let values that only pickle can save be pickled (``True`` for all,
             or a collection of object names). Restoring them needs ``allow_pickle`` too.
         async_save: ``save()`` returns after the in-memory snapshot; writing is background.
+        every: the schedule :meth:`step` saves on: a number of steps (``500``) or a duration
+            (``"10min"``); ``None`` saves only when asked.
         **objects: what to track: modules, optimizers, schedulers, GradScaler, anything
             Stateful, random generators, and plain values.
     """
@@ -55,6 +71,7 @@ class Checkpointer:
     def __init__(self, store: str | os.PathLike[str] | Store | None = None, *,
                  run: str | None = None, rng: bool = True,
                  allow_pickle: bool | Collection[str] = False, async_save: bool = True,
+                 every: int | str | None = None,
                  storage_options: Mapping[str, Any] | None = None, **objects: Any) -> None:
         self.store = store if isinstance(store, Store) else Store(store,
                                                                   **dict(storage_options or {}))
@@ -70,6 +87,11 @@ class Checkpointer:
         self._executor: ThreadPoolExecutor | None = None
         self._pool: Any = None
         self._lock = threading.Lock()
+        self.schedule = Schedule.parse(every)
+        self.history = History(self.store, self.run)
+        self.last_prune: PruneReport | None = None
+        self._fingerprints: dict[str, Any] = {}
+        self._next_request_poll = 0.0
         self.track(**objects)
         _LIVE.add(self)
 
@@ -106,6 +128,8 @@ class Checkpointer:
                                             "another (e.g. add -v2)")
         cleaned = clean_metrics(metrics)
         snaps = self._snapshot_all()
+        self._fingerprints = self._fingerprint_all()
+        self.history.flush(force=True)
         info = CheckpointInfo(
             id=name or new_id(), name=name, run=self.run,
             step=None if step is None else int(step), epoch=None if epoch is None else int(epoch),
@@ -165,7 +189,80 @@ class Checkpointer:
             final = replace(info, new_bytes=new_bytes, committed=True)
             store.commit(final, objects=objects, blobs=blobs, library_versions=library_versions())
         self.last = final
+        policy = load_policy(store)
+        if not policy.is_empty:  # retention runs only once the new checkpoint is committed
+            self.last_prune = prune(store, policy=policy)
         return final
+
+    # -- the training loop ---------------------------------------------------------------
+    def step(self, step: int, metrics: Mapping[str, Any] | None = None, *,
+             epoch: int | None = None) -> CheckpointInfo | None:
+        """Call once per training step. Records the metrics (cheap: no tensor work) and saves
+        when the schedule is due or a save was requested from outside (``ckpt request-save``,
+        the dashboard). Returns the save's info, or ``None``."""
+        self._raise_if_failed()
+        cleaned = clean_metrics(metrics)
+        self.history.record(step, cleaned, epoch)
+        now = time.monotonic()
+        requested = self._poll_requests(now)
+        info = None
+        if requested or self.schedule.due(step, now):
+            info = self.save(step=step, epoch=epoch, metrics=self.history.latest,
+                             tags=("requested",) if requested else ())
+            self.schedule.mark(step, now)
+        self.history.flush()
+        return info
+
+    def _poll_requests(self, now: float) -> bool:
+        if now < self._next_request_poll:
+            return False
+        self._next_request_poll = now + REQUEST_POLL_S
+        return bool(self.store.requests.take("save"))
+
+    def _raise_if_failed(self) -> None:
+        pending = self._pending
+        if pending is not None and pending.done() and pending.exception() is not None:
+            self.wait()
+
+    def _fingerprint_all(self) -> dict[str, Any]:
+        return {n: capture.fingerprint(o) for n, o in self.objects.items()}
+
+    def changed(self) -> bool:
+        """Whether tracked state changed since the last save (cheap; reads no tensor data)."""
+        return self._fingerprint_all() != self._fingerprints
+
+    # -- retention -----------------------------------------------------------------------
+    @property
+    def policy(self) -> retention.Policy:
+        """The store's retention policy (shared with the CLI and the dashboard)."""
+        return load_policy(self.store)
+
+    def set_policy(self, policy: retention.Policy | None = None, **rules: Any) -> retention.Policy:
+        """Set the store's retention policy: ``set_policy(keep_last=3, keep_best=2,
+        monitor="val_loss")``; ``set_policy()`` keeps everything."""
+        policy = policy if policy is not None else retention.Policy(**rules)
+        save_policy(self.store, policy)
+        return policy
+
+    def statuses(self) -> dict[str, retention.Status]:
+        """Each checkpoint's retention status and reason."""
+        self.wait()
+        return statuses(self.store)
+
+    def prune(self, *, dry_run: bool = False) -> PruneReport:
+        """Delete what the policy does not keep (never named, pinned or the newest)."""
+        self.wait()
+        return prune(self.store, dry_run=dry_run)
+
+    def pin(self, ref: str) -> CheckpointInfo:
+        return pin(self.store, ref)
+
+    def unpin(self, ref: str) -> CheckpointInfo:
+        return unpin(self.store, ref)
+
+    def delete(self, ref: str, *, force: bool = False) -> CheckpointInfo:
+        self.wait()
+        return delete(self.store, ref, force=force)
 
     def wait(self) -> CheckpointInfo | None:
         """Wait for the save in flight; raise its error if it failed. Returns its info."""
@@ -182,9 +279,11 @@ class Checkpointer:
             ) from err
 
     def close(self) -> None:
-        """Finish the save in flight and stop the background thread."""
+        """Finish the save in flight, write the metric history, stop the background thread."""
         try:
             self.wait()
+            with contextlib.suppress(Exception):
+                self.history.flush(force=True)
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
@@ -318,7 +417,8 @@ class Checkpointer:
         """Re-hash the blobs of one checkpoint (or all, with ``ref=None``)."""
         self.wait()
         ids = [resolve_ref(self.store, ref).id] if ref else [i.id for i in self.store.list()]
-        return [p for i in ids for p in self.store.verify(i)]
+        seen: dict[str, str | None] = {}
+        return [p for i in ids for p in self.store.verify(i, seen=seen)]
 
     def gc(self) -> Any:
         """Remove unreferenced blobs and leftover temp files."""
@@ -357,7 +457,7 @@ def _manifest_objects(snaps: Sequence[capture.ObjectSnapshot], refs: Sequence[Te
             r = next(ref_iter)
             tensors.append({"path": t.path, "dtype": t.data.dtype, "shape": list(t.data.shape),
                             "array": t.array, "device": t.device, "blob": r.blob, "key": r.key,
-                            "blob_size": r.blob_size, "nbytes": r.nbytes})
+                            "blob_size": r.blob_size, "nbytes": r.nbytes, "digest": r.digest})
         objects[s.name] = {"kind": s.kind, "type": s.type, "state": s.tree, "tensors": tensors}
         pickles = [{"path": p.path, "blob": next(pickle_iter), "size": len(p.data)}
                    for p in s.pickles]

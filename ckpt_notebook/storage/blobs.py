@@ -50,12 +50,18 @@ class PutResult:
 
 @dataclass(frozen=True)
 class TensorRef:
-    """Where one tensor lives: the blob, its key inside that safetensors file, the sizes."""
+    """Where one tensor lives: the blob, its key inside that safetensors file, the sizes.
+
+    ``digest`` identifies the tensor's content: the blob's hash when the tensor has a blob
+    of its own, the BLAKE3 of its bytes when it is packed with others. Equal digests (with
+    equal dtype and shape) mean equal tensors, so checkpoints can be diffed from manifests.
+    """
 
     blob: str
     key: str
     nbytes: int
     blob_size: int
+    digest: str
 
 
 class BlobStore:
@@ -107,7 +113,8 @@ class BlobStore:
         refs: list[TensorRef | None] = [None] * len(tensors)
         for group, result in zip(groups, results, strict=True):
             for key, i in group:
-                refs[i] = TensorRef(result.digest, key, tensors[i].nbytes, result.size)
+                digest = result.digest if key == "t" else hash_chunks([tensors[i].data])
+                refs[i] = TensorRef(result.digest, key, tensors[i].nbytes, result.size, digest)
         return [r for r in refs if r is not None], results
 
     # -- reading -------------------------------------------------------------------------

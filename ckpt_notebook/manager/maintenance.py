@@ -1,0 +1,158 @@
+"""Store-wide operations shared by the Checkpointer, the magics, the CLI and the dashboard:
+retention statuses, prune, pin, delete and "save now" requests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .. import retention
+from ..errors import CkptError
+from ..storage import GcReport, Store
+from ..types import CheckpointInfo
+from .refs import resolve_ref
+
+__all__ = ["PruneReport", "TensorChange", "delete", "diff", "load_policy", "pin", "prune",
+           "request_save",
+           "save_policy", "statuses", "unpin"]
+
+
+def load_policy(store: Store) -> retention.Policy:
+    try:
+        return retention.Policy.from_json(store.policy.read())
+    except (TypeError, ValueError) as err:
+        raise CkptError(f"{store.url}/policy.json is not a valid retention policy ({err}); "
+                        "set it again with `%checkpoint policy` or `ckpt policy`") from err
+
+
+def save_policy(store: Store, policy: retention.Policy) -> None:
+    store.policy.write(policy.to_json())
+
+
+def statuses(store: Store, infos: list[CheckpointInfo] | None = None,
+             policy: retention.Policy | None = None,
+             now: datetime | float | None = None) -> dict[str, retention.Status]:
+    """Every checkpoint's retention status under the store's policy."""
+    infos = store.list() if infos is None else infos
+    policy = load_policy(store) if policy is None else policy
+    now = time.time() if now is None else now
+    return retention.statuses(infos, policy, pinned=store.pins.ids(), now=now)
+
+
+@dataclass
+class PruneReport:
+    """What a prune removed (or, with ``dry_run``, would remove)."""
+
+    removed: list[CheckpointInfo] = field(default_factory=list)
+    gc: GcReport | None = None
+    dry_run: bool = False
+
+    def __str__(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        if not self.removed:
+            return "nothing to prune"
+        ids = ", ".join(i.id for i in self.removed[:8])
+        more = f" (+{len(self.removed) - 8} more)" if len(self.removed) > 8 else ""
+        freed = f"; {self.gc}" if self.gc is not None else ""
+        return f"{verb} {len(self.removed)} checkpoint(s): {ids}{more}{freed}"
+
+
+def prune(store: Store, *, dry_run: bool = False, policy: retention.Policy | None = None,
+          ) -> PruneReport:
+    """Delete the checkpoints the policy does not keep, then free their blobs (gc).
+
+    Never removes named or pinned checkpoints or the newest one (retention guarantees it).
+    """
+    policy = load_policy(store) if policy is None else policy
+    infos = store.list()
+    doomed = retention.prunable(infos, policy, pinned=store.pins.ids(), now=time.time())
+    report = PruneReport(doomed, dry_run=dry_run)
+    if dry_run or not doomed:
+        return report
+    for info in doomed:
+        store.delete(info.id)
+    report.gc = store.gc()
+    return report
+
+
+def pin(store: Store, ref: str) -> CheckpointInfo:
+    info = resolve_ref(store, ref)
+    store.pins.add(info.id)
+    return info
+
+
+def unpin(store: Store, ref: str) -> CheckpointInfo:
+    info = resolve_ref(store, ref)
+    store.pins.remove(info.id)
+    return info
+
+
+def delete(store: Store, ref: str, *, force: bool = False) -> CheckpointInfo:
+    """Delete one checkpoint (blobs are freed by the next gc). Named or pinned ones need
+    ``force``: names are meant to stay."""
+    info = resolve_ref(store, ref)
+    if not force and info.named:
+        raise CkptError(f"{info.id} is a named (immutable) checkpoint; delete it with "
+                        "force=True (CLI: --force) if you really mean to")
+    if not force and info.id in store.pins.ids():
+        raise CkptError(f"{info.id} is pinned; unpin it first or delete with force=True")
+    store.delete(info.id)
+    return info
+
+
+def request_save(store: Store, **fields: Any) -> str:
+    """Ask a training loop running on this store to save at its next ``step()``."""
+    return store.requests.put("save", **fields)
+
+
+@dataclass(frozen=True)
+class TensorChange:
+    """One tensor that differs between two checkpoints."""
+
+    object: str
+    path: str
+    change: str  # "changed" | "added" | "removed" | "reshaped"
+    detail: str = ""
+
+
+def diff(store: Store, ref_a: str, ref_b: str) -> tuple[CheckpointInfo, CheckpointInfo,
+                                                         list[TensorChange], int]:
+    """Which tensors changed from ``ref_a`` to ``ref_b``, from manifest hashes alone (no
+    tensor data is read). Returns both infos, the changes and the number unchanged."""
+    a, b = resolve_ref(store, ref_a), resolve_ref(store, ref_b)
+    ta, tb = _tensor_table(store, a.id), _tensor_table(store, b.id)
+    changes: list[TensorChange] = []
+    same = 0
+    for key in sorted(ta.keys() | tb.keys()):
+        obj, path = key
+        if key not in tb:
+            changes.append(TensorChange(obj, path, "removed"))
+        elif key not in ta:
+            changes.append(TensorChange(obj, path, "added", _shape_text(tb[key])))
+        elif (ta[key]["dtype"], ta[key]["shape"]) != (tb[key]["dtype"], tb[key]["shape"]):
+            changes.append(TensorChange(obj, path, "reshaped",
+                                        f"{_shape_text(ta[key])} -> {_shape_text(tb[key])}"))
+        elif _content_id(ta[key]) != _content_id(tb[key]):
+            changes.append(TensorChange(obj, path, "changed", _shape_text(tb[key])))
+        else:
+            same += 1
+    return a, b, changes, same
+
+
+def _tensor_table(store: Store, ckpt_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+    objects = store.manifest(ckpt_id)["objects"]
+    return {(name, t["path"]): t for name, obj in objects.items()
+            for t in obj.get("tensors", ())}
+
+
+def _content_id(entry: dict[str, Any]) -> tuple[str, str]:
+    # Manifests before per-tensor digests: a blob of its own ("t") identifies the tensor;
+    # a packed tensor is identified by its pack and key (conservative: may report "changed").
+    return ("digest", entry["digest"]) if "digest" in entry else ("blob", entry["blob"] + "/"
+                                                                  + entry["key"])
+
+
+def _shape_text(entry: dict[str, Any]) -> str:
+    return f"{entry['dtype']}{list(entry['shape'])}"

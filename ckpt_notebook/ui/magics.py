@@ -1,0 +1,299 @@
+"""``%checkpoint``: the line magic. Thin: parse, call the manager, render the result.
+
+Loading the extension imports neither torch, panel nor ipywidgets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser
+from IPython.display import display
+
+from .. import retention
+from ..errors import CkptError
+from ..manager import maintenance
+from ..types import format_bytes
+from .render import Table, checkpoint_table
+from .session import NotebookCheckpointer, existing_session, get_session
+
+__all__ = ["CheckpointMagics", "load_ipython_extension"]
+
+
+class _Parser(MagicArgumentParser):
+    def __init__(self, prog: str, description: str) -> None:
+        super().__init__(prog=prog, description=description,
+                         formatter_class=argparse.HelpFormatter)
+
+    def error(self, message: str) -> Any:
+        usage = " ".join(self.format_usage().split())
+        raise UsageError(f"{self.prog}: {message}. {usage}")
+
+
+def _metric(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    try:
+        if not sep or not key:
+            raise ValueError
+        return key, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _duration(text: str) -> float:
+    try:
+        return retention.parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _build_parsers() -> dict[str, _Parser]:
+    def parser(name: str, description: str) -> _Parser:
+        p = _Parser(prog=f"%checkpoint {name}", description=description)
+        parsers[name] = p
+        return p
+
+    parsers: dict[str, _Parser] = {}
+    p = parser("save", "Save the notebook's training state (and the named variables).")
+    p.add_argument("vars", nargs="*", metavar="VAR", help="also save these variables")
+    p.add_argument("--name", help="a named, immutable checkpoint")
+    p.add_argument("--step", type=int, help="the step (default: `global_step` or `step`)")
+    p.add_argument("--metric", type=_metric, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--tag", action="append", default=[], metavar="T")
+    p = parser("restore", "Load a checkpoint into the objects bound to the same names.")
+    p.add_argument("ref", nargs="?", default="latest", metavar="REF")
+    p.add_argument("--weights-only", action="store_true", help="modules only")
+    p.add_argument("--no-strict", action="store_true", help="skip missing/unexpected keys")
+    parser("list", "List the checkpoints with their retention status.")
+    for name, what in (("show", "Show one checkpoint."), ("pin", "Keep a checkpoint always."),
+                       ("unpin", "Let retention decide again.")):
+        parser(name, what).add_argument("ref", metavar="REF")
+    p = parser("diff", "Which tensors changed between two checkpoints (from hashes).")
+    p.add_argument("ref_a", metavar="REF1")
+    p.add_argument("ref_b", metavar="REF2")
+    parser("store", "Show or set the store.").add_argument("url", nargs="?", metavar="URL")
+    parser("verify", "Re-hash the blobs of a checkpoint (default latest).").add_argument(
+        "ref", nargs="?", default="latest", metavar="REF")
+    parser("prune", "Delete what the retention policy does not keep.").add_argument(
+        "--dry-run", action="store_true")
+    p = parser("delete", "Delete a checkpoint.")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--force", action="store_true", help="also named or pinned ones")
+    p = parser("policy", "Show or set the retention policy (any of the rules keeps).")
+    p.add_argument("--keep-last", type=_positive, metavar="N")
+    p.add_argument("--keep-best", type=_positive, metavar="N")
+    p.add_argument("--monitor", metavar="METRIC")
+    p.add_argument("--mode", choices=("min", "max"))
+    p.add_argument("--keep-every", type=_positive, metavar="STEPS")
+    p.add_argument("--keep-within", type=_duration, metavar="DURATION")
+    p.add_argument("--clear", action="store_true", help="keep everything")
+    p = parser("auto", "Auto-checkpointing after cells and in session().step().")
+    p.add_argument("--every", metavar="N|DURATION", help="step() saves every N steps or T")
+    p.add_argument("--on-interrupt", action="store_true", help="save when a cell is stopped")
+    p.add_argument("--off", action="store_true")
+    parser("widget", "Show the checkpoint widget.")
+    return parsers
+
+
+USAGE = """%checkpoint SUBCOMMAND [options]   (%checkpoint SUBCOMMAND -h for one's options)
+
+  save [--name NAME] [--step N] [--metric KEY=VALUE]... [--tag T]... [VAR ...]
+  restore [REF] [--weights-only] [--no-strict]
+  list | show REF | diff REF1 REF2 | verify [REF] | store [URL]
+  prune [--dry-run] | delete REF [--force] | pin REF | unpin REF
+  policy [--keep-last N] [--keep-best N --monitor METRIC [--mode min|max]]
+         [--keep-every STEPS] [--keep-within DURATION] [--clear]
+  auto [--every N | --every 10min] [--on-interrupt] | auto --off
+  widget
+
+REF: latest, best.<metric>[:min|max], an id, a name, or a .safetensors/.pt path."""
+
+
+@magics_class
+class CheckpointMagics(Magics):
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.parsers = _build_parsers()
+        self.handlers: dict[str, Callable[[NotebookCheckpointer, argparse.Namespace], Any]] = {
+            "save": self._save, "restore": self._restore, "list": self._list,
+            "show": self._show, "diff": self._diff, "store": self._store,
+            "verify": self._verify, "prune": self._prune, "delete": self._delete,
+            "pin": self._pin, "unpin": self._unpin, "policy": self._policy,
+            "auto": self._auto, "widget": self._widget,
+        }
+
+    @line_magic
+    def checkpoint(self, line: str) -> None:
+        """Save, restore and manage training checkpoints.
+
+        %checkpoint save [--name NAME] [--step N] [--metric KEY=VALUE]... [--tag T]... [VAR ...]
+        %checkpoint restore [REF] [--weights-only] [--no-strict]
+        %checkpoint list | show REF | diff REF1 REF2 | verify [REF] | store [URL]
+        %checkpoint prune [--dry-run] | delete REF [--force] | pin REF | unpin REF
+        %checkpoint policy [--keep-last N] [--keep-best N --monitor METRIC [--mode min|max]]
+                           [--keep-every STEPS] [--keep-within DURATION] [--clear]
+        %checkpoint auto [--every N | --every 10min] [--on-interrupt] | --off
+        %checkpoint widget
+
+        With no VAR, save includes every torch Module, Optimizer, LR scheduler and
+        GradScaler bound to a public name, the RNG states, and step/epoch/global_step.
+        REF is latest, best.<metric>[:min|max], an id, a name or a weights file.
+        """
+        try:
+            argv = shlex.split(line)
+        except ValueError as err:
+            raise UsageError(f"%checkpoint: {err}") from None
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(USAGE)
+            return
+        command, rest = argv[0], argv[1:]
+        parser = self.parsers.get(command)
+        if parser is None:
+            raise UsageError(f"%checkpoint: unknown subcommand {command!r}; one of "
+                             f"{', '.join(self.parsers)}")
+        if rest and rest[0] in ("-h", "--help"):
+            parser.print_help()
+            return
+        args = parser.parse_args(rest)
+        try:
+            result = self.handlers[command](get_session(self.shell), args)
+        except (CkptError, ValueError, NameError, OSError) as err:
+            raise UsageError(f"%checkpoint {command}: {err}") from None
+        if isinstance(result, str):
+            print(result)
+        elif result is not None:
+            display(result)
+
+    # -- subcommands ---------------------------------------------------------------------
+    def _save(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        if a.vars:
+            s.remember(a.vars)
+        if not s.discover():
+            raise ValueError("nothing to save: no torch Module, Optimizer, scheduler or "
+                             "GradScaler is bound in the notebook; name variables to save")
+        info = s.save(a.step, name=a.name, metrics=dict(a.metric), tags=a.tag, wait=True)
+        return Table(["id", "step", "objects", "size", "new", "seconds"],
+                     [[info.id, info.step, ", ".join(info.objects),
+                       format_bytes(info.logical_bytes), format_bytes(info.new_bytes),
+                       f"{_elapsed(info):.2f}"]], title="Saved")
+
+    def _restore(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        return s.restore_into_namespace(a.ref, weights_only=a.weights_only,
+                                        strict=not a.no_strict)
+
+    def _list(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        infos = s.list()
+        return checkpoint_table(infos, maintenance.statuses(s.store, infos),
+                                title=f"{len(infos)} checkpoint(s) in {s.store.url}")
+
+    def _show(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        info = s.resolve(a.ref)
+        objects = s.store.manifest(info.id)["objects"]
+        rows = [[n, o["kind"], o["type"], len(o.get("tensors", ())),
+                 format_bytes(sum(t["nbytes"] for t in o.get("tensors", ())))]
+                for n, o in objects.items()]
+        meta = (f"run {info.run}, step {info.step}, created {info.created}, "
+                f"metrics {dict(info.metrics)}, tags {list(info.tags)}, parent {info.parent}")
+        return Table(["object", "kind", "type", "tensors", "bytes"], rows,
+                     title=f"{info.id}" + (" (named)" if info.named else ""), note=meta)
+
+    def _diff(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        info_a, info_b, changes, same = maintenance.diff(s.store, a.ref_a, a.ref_b)
+        return Table(["object", "tensor", "change", "detail"],
+                     [[c.object, c.path, c.change, c.detail] for c in changes],
+                     title=f"{info_a.id} -> {info_b.id}: {len(changes)} changed, {same} same")
+
+    def _store(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        if a.url:
+            s = get_session(self.shell, store=a.url)
+        return f"store: {s.store.url}"
+
+    def _verify(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        info = s.resolve(a.ref)
+        problems = s.verify(info.id)
+        if problems:
+            raise ValueError("; ".join(str(p) for p in problems))
+        return f"{info.id}: all blobs verify"
+
+    def _prune(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        return str(s.prune(dry_run=a.dry_run))
+
+    def _delete(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        return f"deleted {s.delete(a.ref, force=a.force).id} (blobs are freed by prune/gc)"
+
+    def _pin(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        return f"pinned {s.pin(a.ref).id}"
+
+    def _unpin(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        return f"unpinned {s.unpin(a.ref).id}"
+
+    def _policy(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        rules = {k: getattr(a, k) for k in ("keep_last", "keep_best", "monitor", "mode",
+                                            "keep_every", "keep_within")}
+        if a.clear:
+            s.set_policy(retention.Policy())
+        elif any(v is not None for v in rules.values()):
+            s.set_policy(retention.Policy(**rules))
+        return f"retention policy of {s.store.url}: {s.policy.describe()}"
+
+    def _auto(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        from ..manager.training import Schedule
+
+        if a.off:
+            s.auto_settings.enabled = s.auto_settings.on_interrupt = False
+            s.schedule = Schedule()
+            return "auto-checkpointing off"
+        s.schedule = Schedule.parse(a.every) if a.every else s.schedule
+        s.auto_settings.enabled = True
+        s.auto_settings.on_interrupt = a.on_interrupt or s.auto_settings.on_interrupt
+        parts = ["after cells that change tracked state"]
+        if s.schedule.active:
+            parts.append(f"session().step() saves {s.schedule.describe()}")
+        if s.auto_settings.on_interrupt:
+            parts.append("when a cell is interrupted")
+        return "auto-checkpointing on: " + "; ".join(parts)
+
+    def _widget(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        from .widget import CheckpointWidget
+
+        return CheckpointWidget(s).view
+
+
+def _elapsed(info: Any) -> float:
+    from datetime import datetime, timezone
+
+    try:
+        return (datetime.now(timezone.utc) - datetime.fromisoformat(info.created)).total_seconds()
+    except ValueError:
+        return 0.0
+
+
+_LOADED: set[int] = set()
+
+
+def _post_run_cell(ipython: Any, result: Any) -> None:
+    session = existing_session(ipython)  # cells run before any %checkpoint cost nothing
+    if session is not None:
+        session.post_run_cell(result)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    ipython.register_magics(CheckpointMagics)
+    if id(ipython) not in _LOADED:  # one hook per shell, whatever the number of %load_ext
+        ipython.events.register("post_run_cell", lambda result: _post_run_cell(ipython, result))
+        _LOADED.add(id(ipython))
