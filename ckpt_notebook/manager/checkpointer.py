@@ -224,8 +224,10 @@ class Checkpointer:
         if pending is not None and pending.done() and pending.exception() is not None:
             self.wait()
 
-    def _fingerprint_all(self) -> dict[str, Any]:
-        return {n: capture.fingerprint(o) for n, o in self.objects.items()}
+    def _fingerprint_all(self) -> dict[str, tuple[int | None, Any]]:
+        """Per object: its identity (``None`` for plain values) and a state fingerprint."""
+        return {n: (None if capture.classify(o) == "value" else id(o), capture.fingerprint(o))
+                for n, o in self.objects.items()}
 
     def changed(self) -> bool:
         """Whether tracked state changed since the last save (cheap; reads no tensor data)."""

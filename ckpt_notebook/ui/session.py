@@ -108,6 +108,20 @@ class NotebookCheckpointer(Checkpointer):
         self._fingerprints = self._fingerprint_all()
         return report
 
+    def _auto_save_if_trained(self) -> None:
+        """Save when the tracked objects were changed in place (trained), not when the cell
+        bound new ones: re-running setup cells after a restart must not make fresh, untrained
+        objects the ``latest`` checkpoint. New objects only become the new baseline."""
+        now = self._fingerprint_all()
+        before = self._fingerprints
+        identities = {n: ident for n, (ident, _) in now.items() if ident is not None}
+        if not before or identities != {n: ident for n, (ident, _) in before.items()
+                                        if ident is not None}:
+            self._fingerprints = now
+            return
+        if now != before:
+            self.save(tags=("auto",))
+
     # -- IPython hooks -------------------------------------------------------------------
     def post_run_cell(self, result: Any) -> None:
         """Save after an interrupted cell (``--on-interrupt``) or when state changed (auto)."""
@@ -119,8 +133,8 @@ class NotebookCheckpointer(Checkpointer):
                 print(f"checkpoint {info.id} saved after the interrupt "
                       f"(step {info.step})" if info.step is not None else
                       f"checkpoint {info.id} saved after the interrupt")
-            elif settings.enabled and error is None and self.discover() and self.changed():
-                self.save(tags=("auto",))
+            elif settings.enabled and error is None:
+                self._auto_save_if_trained()
         except Exception as err:  # a hook must never break the user's next cell
             print(f"ckpt_notebook: auto-checkpoint failed: {err}", file=sys.stderr)
 
