@@ -69,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=None, help="store URL (default: ./checkpoints)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-notebook", action="store_true", help="skip the notebook part")
     args = parser.parse_args()
     store = ckn.Store(args.store)
     if args.child:
@@ -109,6 +110,31 @@ def main() -> None:
     print(f"   .venv/bin/ckpt verify --all --store {store.url}")
     if not same:
         raise SystemExit("resume was not bit-identical")
+    if not args.no_notebook:
+        run_notebook(store.url)
+
+
+def run_notebook(store: str) -> None:
+    """Execute examples/quickstart.ipynb headless in a real kernel and show what it printed."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.ipynb")
+    print("\n5. The same in a notebook: examples/quickstart.ipynb (open it with `make lab`)")
+    nb = nbformat.read(path, as_version=4)
+    cwd = os.path.abspath(store) if "://" not in store else os.getcwd()
+    os.makedirs(cwd, exist_ok=True)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                   resources={"metadata": {"path": os.path.dirname(cwd)}}).execute()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        print(f"   In: {cell.source.splitlines()[0]}")
+        for out in cell.get("outputs", []):
+            text = out.get("text") or out.get("data", {}).get("text/plain", "")
+            for line in str(text).rstrip().splitlines()[:12]:
+                print(f"       {line}")
 
 
 if __name__ == "__main__":

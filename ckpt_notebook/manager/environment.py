@@ -27,10 +27,12 @@ def clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | None]:
 
 
 def default_run_name() -> str:
+    """The notebook's or script's name without extension; ``notebook`` in an unnamed kernel,
+    ``main`` elsewhere."""
     path = notebook_path()
     if path:
         return os.path.splitext(os.path.basename(path))[0] or "main"
-    return "main"
+    return "notebook" if "ipykernel" in sys.modules else "main"
 
 
 def notebook_path() -> str | None:
@@ -43,7 +45,7 @@ def notebook_path() -> str | None:
     if isinstance(session, str) and session:
         return session
     argv0 = sys.argv[0] if sys.argv else ""
-    if argv0.endswith(".py"):
+    if argv0.endswith(".py") and "ipykernel" not in sys.modules:  # a kernel's argv is its launcher
         return argv0
     return None
 
