@@ -58,7 +58,8 @@ class Kernel:
         while reply is None or not idle:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise KernelError(f"cell did not finish in {timeout}s; output so far: {''.join(out)}")
+                so_far = "".join(out)
+                raise KernelError(f"cell did not finish in {timeout}s; output so far: {so_far}")
             try:
                 msg = self.kc.get_iopub_msg(timeout=min(remaining, 0.2))
                 if msg["parent_header"].get("msg_id") == msg_id:

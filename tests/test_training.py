@@ -11,7 +11,6 @@ from conftest import mlp
 import ckpt_notebook as ckn
 from ckpt_notebook.manager import request_save
 from ckpt_notebook.manager.training import Schedule
-from ckpt_notebook.retention import Policy
 
 
 def test_saves_every_n_steps_and_records_history(store_dir: Path) -> None:
