@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .manager import Checkpointer
     from .storage import Store
     from .types import CheckpointInfo, RestoreReport
+    from .ui.session import session
+    from .ui.widget import widget
 
 __all__ = [
     "BackgroundSaveError",
@@ -41,10 +43,13 @@ __all__ = [
     "Store",
     "__version__",
     "load_ipython_extension",
+    "session",
+    "widget",
 ]
 
 _LAZY = {
     "Checkpointer": "manager",
+    "session": "ui.session",
     "Store": "storage",
     "CheckpointInfo": "types",
     "RestoreReport": "types",
@@ -54,6 +59,7 @@ _LAZY = {
     "CkptError": "errors",
     "IntegrityError": "errors",
     "RestoreError": "errors",
+    "widget": "ui.widget",
 }
 
 
