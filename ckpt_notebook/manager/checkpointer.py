@@ -98,6 +98,22 @@ class Checkpointer:
     def __repr__(self) -> str:
         return f"Checkpointer({self.store.url!r}, run={self.run!r}, objects={list(self.objects)})"
 
+    def use_store(self, store: str | os.PathLike[str] | Store,
+                  **storage_options: Any) -> None:
+        """Switch this Checkpointer to another store (after the save in flight finishes)."""
+        self.wait()
+        with contextlib.suppress(Exception):
+            self.history.flush(force=True)
+        self.store = store if isinstance(store, Store) else Store(store, **storage_options)
+        self.history = History(self.store, self.run)
+        self.last = None
+        self._fingerprints = {}
+
+    @property
+    def pending(self) -> Future[CheckpointInfo] | None:
+        """The background save in flight, if any (a Future of its committed info)."""
+        return self._pending
+
     def track(self, **objects: Any) -> None:
         """Add (or replace) objects to save, by name."""
         for name, obj in objects.items():

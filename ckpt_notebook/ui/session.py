@@ -151,12 +151,7 @@ def get_session(shell: Any = None, *, store: Any = None) -> NotebookCheckpointer
     key = id(shell)
     current = _SESSIONS.get(key)
     if current is not None and store is not None and store != current.store.url:
-        current.close()
-        old = current
-        current = NotebookCheckpointer(shell, store)
-        current.auto_settings, current.extra, current.schedule = (old.auto_settings, old.extra,
-                                                                  old.schedule)
-        _SESSIONS[key] = current
+        current.use_store(store)
     if current is None:
         current = NotebookCheckpointer(shell, store)
         _SESSIONS[key] = current
