@@ -100,6 +100,7 @@ class CheckpointInfo:
     logical_bytes: int = 0
     new_bytes: int | None = None
     notebook: str | None = None
+    source: str | None = None
     committed: bool = True
 
     @property

@@ -9,19 +9,27 @@ fails with fsspec's own install hint.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
+import random
+import shutil
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import CheckpointExistsError, StoreError
+from ..errors import CheckpointExistsError, CkptError, StoreError
 
-__all__ = ["Backend", "open_backend"]
+__all__ = ["Backend", "RetryPolicy", "is_transient", "open_backend"]
+
+T = TypeVar("T")
+_STREAM_CHUNK = 8 << 20
 
 DEFAULT_STORE = "checkpoints"
 STORE_ENV = "CKPT_NOTEBOOK_STORE"
@@ -53,14 +61,20 @@ def open_backend(url: str | os.PathLike[str] | None, **storage_options: Any) -> 
 
 
 class Backend:
-    """A filesystem rooted at the store's directory; paths below are relative to it."""
+    """A filesystem rooted at the store's directory; paths below are relative to it.
 
-    def __init__(self, fs: Any, root: str, url: str) -> None:
+    Remote calls are retried on transient failures (5xx, throttling, timeouts, resets) with
+    exponential backoff and full jitter; after the last attempt the error names what failed.
+    """
+
+    def __init__(self, fs: Any, root: str, url: str, *,
+                 retry: RetryPolicy | None = None) -> None:
         self.fs = fs
         self.root = root
         self.url = url
         self.is_local = isinstance(fs, LocalFileSystem)
         self.writer_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.retry = retry or RetryPolicy()
 
     def __repr__(self) -> str:
         return f"Backend({self.url!r})"
@@ -68,16 +82,20 @@ class Backend:
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
 
+    def call(self, what: str, rel: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a remote operation with retries; ``what`` and ``rel`` name it in errors."""
+        return self.retry.run(fn, *args, describe=lambda: f"{what} {self.url}/{rel}", **kwargs)
+
     # -- reading -----------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
         if self.is_local:
             return os.path.exists(self.path(rel))
-        return bool(self.fs.exists(self.path(rel)))
+        return bool(self.call("checking", rel, self.fs.exists, self.path(rel)))
 
     def read_bytes(self, rel: str) -> bytes:
         if self.is_local:
             return Path(self.path(rel)).read_bytes()
-        return bytes(self.fs.cat_file(self.path(rel)))
+        return bytes(self.call("reading", rel, self.fs.cat_file, self.path(rel)))
 
     def readinto(self, rel: str, size: int) -> bytearray:
         """Read a whole file of known size into one fresh buffer (one copy, no joins)."""
@@ -90,6 +108,11 @@ class Backend:
             return buf
         return bytearray(self.read_bytes(rel))
 
+    def open_read(self, rel: str) -> BinaryIO:
+        if self.is_local:
+            return open(self.path(rel), "rb")
+        return self.call("opening", rel, self.fs.open, self.path(rel), "rb")
+
     def listdir(self, rel: str) -> list[str]:
         """Names (not paths) directly under ``rel``; empty when it does not exist."""
         if self.is_local:
@@ -98,7 +121,8 @@ class Backend:
             except FileNotFoundError:
                 return []
         try:
-            entries = self.fs.ls(self.path(rel), detail=False, refresh=True)
+            entries = self.call("listing", rel, self.fs.ls, self.path(rel), detail=False,
+                                refresh=True)
         except FileNotFoundError:
             return []
         return [e.rstrip("/").rsplit("/", 1)[-1] for e in entries]
@@ -106,12 +130,12 @@ class Backend:
     def size(self, rel: str) -> int:
         if self.is_local:
             return os.path.getsize(self.path(rel))
-        return int(self.fs.size(self.path(rel)))
+        return int(self.call("sizing", rel, self.fs.size, self.path(rel)))
 
     def mtime(self, rel: str) -> float:
         if self.is_local:
             return os.path.getmtime(self.path(rel))
-        info = self.fs.info(self.path(rel))
+        info = self.call("inspecting", rel, self.fs.info, self.path(rel))
         value = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
         return value.timestamp() if hasattr(value, "timestamp") else float(value)
 
@@ -122,28 +146,66 @@ class Backend:
         """Write ``rel`` so readers see all of it or nothing.
 
         ``exclusive`` fails with :class:`CheckpointExistsError` if ``rel`` exists, also when
-        two writers race (the local commit is ``os.link``, which never replaces).
+        two writers race: locally the commit is ``os.link``, which never replaces; on S3 it
+        is a conditional PUT (``If-None-Match: *``). Other object stores check, then PUT.
         """
         if self.is_local:
             self._write_local(rel, chunks, exclusive=exclusive, durable=durable,
                               sync_dir=sync_dir)
             return
         path = self.path(rel)
-        if exclusive and self.fs.exists(path):
-            raise CheckpointExistsError(f"{self.url}/{rel} already exists")
-        parent = path.rsplit("/", 1)[0]
-        with contextlib.suppress(Exception):
-            self.fs.makedirs(parent, exist_ok=True)
-        # Object stores make a PUT visible all at once: the PUT is the commit.
-        self.fs.pipe_file(path, b"".join(bytes(c) for c in chunks))
+        data = b"".join(bytes(c) for c in chunks)
+        if not exclusive:
+            # Object stores make a PUT visible all at once: the PUT is the commit.
+            self.call("writing", rel, self.fs.pipe_file, path, data)
+            return
+        try:
+            if "mode" in inspect.signature(self.fs._pipe_file if hasattr(self.fs, "_pipe_file")
+                                           else self.fs.pipe_file).parameters:
+                self.call("writing", rel, self.fs.pipe_file, path, data, mode="create")
+                return
+            if self.exists(rel):
+                raise FileExistsError(path)
+            self.call("writing", rel, self.fs.pipe_file, path, data)
+        except FileExistsError as err:
+            raise CheckpointExistsError(f"{self.url}/{rel} already exists") from err
+
+    def write_stream(self, rel: str, source: BinaryIO, *, durable: bool = True) -> None:
+        """Copy a file object to ``rel`` without holding it in memory (temp + rename locally)."""
+        if self.is_local:
+            final = self.path(rel)
+            tmp = self._tmp_path()
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            try:
+                with open(tmp, "wb") as f:
+                    shutil.copyfileobj(source, f, length=_STREAM_CHUNK)
+                    if durable:
+                        f.flush()
+                        os.fsync(f.fileno())
+                os.replace(tmp, final)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            return
+
+        def upload() -> None:
+            source.seek(0)
+            with self.fs.open(self.path(rel), "wb") as f:
+                shutil.copyfileobj(source, f, length=_STREAM_CHUNK)
+
+        self.call("uploading", rel, upload)
+
+    def _tmp_path(self) -> str:
+        tmp = self.path(f"tmp/{self.writer_id}-{uuid.uuid4().hex[:12]}")
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        return tmp
 
     def _write_local(self, rel: str, chunks: list[bytes | memoryview], *,
                      exclusive: bool, durable: bool, sync_dir: bool) -> None:
         final = self.path(rel)
-        tmp = self.path(f"tmp/{self.writer_id}-{uuid.uuid4().hex[:12]}")
         parent = os.path.dirname(final)
         os.makedirs(parent, exist_ok=True)
-        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        tmp = self._tmp_path()
         try:
             with open(tmp, "wb", buffering=0) as f:
                 for chunk in chunks:
@@ -169,7 +231,7 @@ class Backend:
                 os.unlink(self.path(rel))
             return
         with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(self.path(rel))
+            self.call("removing", rel, self.fs.rm_file, self.path(rel))
 
     def walk_files(self, rel: str) -> Iterator[str]:
         """Every file below ``rel``, as paths relative to the store root."""
@@ -180,11 +242,51 @@ class Backend:
                     yield os.path.relpath(os.path.join(dirpath, name), self.root)
             return
         try:
-            found = self.fs.find(base)
+            found = self.call("listing", rel, self.fs.find, base)
         except FileNotFoundError:
             return
         for path in found:
             yield path[len(self.root) + 1:]
+
+
+_TRANSIENT_WORDS = ("InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
+                    "Throttl", "reset", "timed out", "Timeout", "Disconnected", "Connection",
+                    "IncompleteRead", "Payload", " 500", " 502", " 503", " 504")
+_PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+              NotADirectoryError, CkptError, ValueError, TypeError, KeyError)
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a failed remote call is worth retrying (5xx, throttling, timeouts, resets)."""
+    if isinstance(err, _PERMANENT):
+        return False
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    text = f"{type(err).__name__}: {err}"
+    return isinstance(err, OSError) or any(word in text for word in _TRANSIENT_WORDS)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt n waits up to ``base * 2**n`` seconds."""
+
+    attempts: int = 5
+    base: float = 0.1
+    cap: float = 4.0
+
+    def run(self, fn: Callable[..., T], *args: Any, describe: Callable[[], str],
+            **kwargs: Any) -> T:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                if attempt == self.attempts:
+                    raise StoreError(f"{describe()} failed after {attempt} attempts: "
+                                     f"{type(err).__name__}: {err}") from err
+                time.sleep(random.uniform(0, min(self.cap, self.base * 2 ** attempt)))
+        raise AssertionError("unreachable")
 
 
 def fsync_dir(path: str) -> None:

@@ -9,9 +9,10 @@ together so a model's hundreds of biases do not become hundreds of files.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import blake3
 
@@ -24,12 +25,20 @@ __all__ = ["BlobStore", "PutResult", "TensorRef"]
 
 PACK_THRESHOLD = 1 << 20  # tensors below 1 MiB are packed together...
 PACK_LIMIT = 16 << 20  # ...into safetensors files of at most 16 MiB
+INLINE_LIMIT = 64 << 20  # files up to this size are read whole; larger ones are streamed
 _HASH_THREADS_MIN = 4 << 20  # hash with several threads above this many bytes
 _READ_CHUNK = 8 << 20
 
 
 def blob_path(digest: str) -> str:
     return f"blobs/{digest[:2]}/{digest}"
+
+
+def hash_stream(f: BinaryIO) -> str:
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    while chunk := f.read(_READ_CHUNK):
+        hasher.update(chunk)
+    return str(hasher.hexdigest())
 
 
 def hash_chunks(chunks: Iterable[bytes | bytearray | memoryview]) -> str:
@@ -101,6 +110,43 @@ class BlobStore:
             for digest in {r.digest[:2] for r in results if r.new}:
                 fsync_dir(self.backend.path(f"blobs/{digest}"))
         return results
+
+    def put_file(self, open_file: Callable[[], BinaryIO], size: int, *,
+                 digest: str | None = None, known: Collection[str] = (),
+                 durable: bool = True) -> PutResult:
+        """Store one file's bytes. ``digest`` (e.g. from a hash cache) lets a blob the store
+        already has (or is in ``known``) be skipped without reading the file at all."""
+        if digest is not None and (digest in known or self.backend.exists(blob_path(digest))):
+            return PutResult(digest, size, new=False)
+        if size <= INLINE_LIMIT:
+            with open_file() as f:
+                data = f.read()
+            if len(data) != size:
+                raise OSError(f"the file changed while it was read ({len(data)} of {size} bytes)")
+            return self.put([data], durable=durable)
+        with open_file() as f:
+            digest = hash_stream(f)
+        rel = blob_path(digest)
+        if digest in known or self.backend.exists(rel):
+            return PutResult(digest, size, new=False)
+        with open_file() as f:
+            self.backend.write_stream(rel, f, durable=durable)
+        return PutResult(digest, size, new=True)
+
+    def existing(self, digests: Collection[str]) -> set[str]:
+        """Which of ``digests`` the store has: one listing for many on remote stores."""
+        if not digests:
+            return set()
+        if not self.backend.is_local and len(digests) > 32:
+            return set(self.all_digests()) & set(digests)
+        return {d for d in digests if self.backend.exists(blob_path(d))}
+
+    def copy_from(self, other: BlobStore, digest: str, size: int, *, where: str,
+                  durable: bool = True) -> PutResult:
+        """Copy one verified blob from another store (if this one lacks it)."""
+        if self.backend.exists(blob_path(digest)):
+            return PutResult(digest, size, new=False)
+        return self.put([memoryview(other.read(digest, size, where=where))], durable=durable)
 
     def put_tensors(self, tensors: Sequence[TensorData], *, durable: bool = True,
                     progress: Callable[[int], None] | None = None,
