@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .storage import Store
     from .types import CheckpointInfo, RestoreReport
     from .ui.session import session
+    from .ui.transfer import copy, materialize
     from .ui.widget import widget
 
 __all__ = [
@@ -42,7 +43,9 @@ __all__ = [
     "RestoreReport",
     "Store",
     "__version__",
+    "copy",
     "load_ipython_extension",
+    "materialize",
     "session",
     "widget",
 ]
@@ -60,6 +63,8 @@ _LAZY = {
     "IntegrityError": "errors",
     "RestoreError": "errors",
     "widget": "ui.widget",
+    "copy": "ui.transfer",
+    "materialize": "ui.transfer",
 }
 
 

@@ -13,7 +13,7 @@ def test_exported_members() -> None:
         "BackgroundSaveError", "CheckpointExistsError", "CheckpointInfo",
         "CheckpointNotFoundError", "Checkpointer", "CkptError", "IntegrityError",
         "RestoreError", "RestoreReport", "Store", "__version__", "load_ipython_extension",
-        "session", "widget",
+        "copy", "materialize", "session", "widget",
     ])
     for name in ckpt_notebook.__all__:
         assert getattr(ckpt_notebook, name) is not None

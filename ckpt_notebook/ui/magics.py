@@ -107,6 +107,12 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--on-interrupt", action="store_true", help="save when a cell is stopped")
     p.add_argument("--off", action="store_true")
     parser("widget", "Show the checkpoint widget.")
+    p = parser("copy", "Copy a folder, file, archive, URL or checkpoint to a named checkpoint.")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("--name", required=True)
+    p.add_argument("--to", metavar="URL", help="another store (default: this one)")
+    parser("use", "Materialize a named checkpoint and set $CKPT_NOTEBOOK_CHECKPOINT_PATH."
+           ).add_argument("name", metavar="NAME")
     return parsers
 
 
@@ -119,6 +125,7 @@ USAGE = """%checkpoint SUBCOMMAND [options]   (%checkpoint SUBCOMMAND -h for one
   policy [--keep-last N] [--keep-best N --monitor METRIC [--mode min|max]]
          [--keep-every STEPS] [--keep-within DURATION] [--clear]
   auto [--every N | --every 10min] [--on-interrupt] | auto --off
+  copy SRC --name NAME [--to URL] | use NAME
   widget
 
 REF: latest, best.<metric>[:min|max], an id, a name, or a .safetensors/.pt path."""
@@ -134,7 +141,7 @@ class CheckpointMagics(Magics):
             "show": self._show, "diff": self._diff, "store": self._store,
             "verify": self._verify, "prune": self._prune, "delete": self._delete,
             "pin": self._pin, "unpin": self._unpin, "policy": self._policy,
-            "auto": self._auto, "widget": self._widget,
+            "auto": self._auto, "widget": self._widget, "copy": self._copy, "use": self._use,
         }
 
     @line_magic
@@ -148,6 +155,8 @@ class CheckpointMagics(Magics):
         %checkpoint policy [--keep-last N] [--keep-best N --monitor METRIC [--mode min|max]]
                            [--keep-every STEPS] [--keep-within DURATION] [--clear]
         %checkpoint auto [--every N | --every 10min] [--on-interrupt] | --off
+        %checkpoint copy SRC --name NAME [--to URL]
+        %checkpoint use NAME
         %checkpoint widget
 
         With no VAR, save includes every torch Module, Optimizer, LR scheduler and
@@ -267,6 +276,23 @@ class CheckpointMagics(Magics):
         if s.auto_settings.on_interrupt:
             parts.append("when a cell is interrupted")
         return "auto-checkpointing on: " + "; ".join(parts)
+
+    def _copy(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        from .transfer import copy
+
+        s.wait()
+        info = copy(a.src, a.name, to=a.to, store=s.store)
+        where = a.to or s.store.url
+        return (f"copied {a.src} to named checkpoint {info.id} in {where}: "
+                f"{format_bytes(info.logical_bytes)}, {format_bytes(info.new_bytes)} new")
+
+    def _use(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        from ..manager.copying import PATH_ENV, use
+        from .progress import progress_bar
+
+        with progress_bar(f"get {a.name}") as bar:
+            path = use(a.name, store=s.store, progress=bar)
+        return f"{a.name} is at {path} (${PATH_ENV})"
 
     def _widget(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
         from .widget import CheckpointWidget

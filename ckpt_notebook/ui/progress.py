@@ -1,0 +1,91 @@
+"""Transfer progress for people: bytes, rate and ETA as an ipywidgets bar in notebooks and a
+tqdm bar in terminals (nothing when output is not interactive)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..types import format_bytes
+
+__all__ = ["progress_bar", "rate_text"]
+
+Progress = Callable[[int, int], None]
+_MIN_INTERVAL_S = 0.1
+
+
+def rate_text(done: int, total: int, elapsed: float) -> str:
+    """``'12.0 MiB / 100.0 MiB  3.1 MiB/s  ETA 28s'``"""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 and total >= done else None
+    eta_text = f"  ETA {eta:.0f}s" if eta is not None and done < total else ""
+    return (f"{format_bytes(done)} / {format_bytes(total)}  "
+            f"{format_bytes(int(rate))}/s{eta_text}")
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, *, enabled: bool | None = None) -> Iterator[Progress | None]:
+    """Yield a ``(done, total)`` callback drawing a bar, or ``None`` when not interactive."""
+    if enabled is False:
+        yield None
+    elif _in_notebook():
+        with _widget_bar(description) as cb:
+            yield cb
+    elif enabled or sys.stderr.isatty():
+        with _tqdm_bar(description) as cb:
+            yield cb
+    else:
+        yield None
+
+
+@contextlib.contextmanager
+def _widget_bar(description: str) -> Iterator[Progress]:
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description=description[:20])
+    label = widgets.Label("")
+    display(widgets.HBox([bar, label]))
+    start = time.monotonic()
+    last = [0.0]
+    lock = threading.Lock()
+
+    def update(done: int, total: int) -> None:
+        now = time.monotonic()
+        with lock:  # set value traits only, at most ten times a second
+            if now - last[0] < _MIN_INTERVAL_S and done < total:
+                return
+            last[0] = now
+        bar.value = done / total if total else 1.0
+        label.value = rate_text(done, total, now - start)
+
+    yield update
+    bar.bar_style = "success"
+
+
+@contextlib.contextmanager
+def _tqdm_bar(description: str) -> Iterator[Progress]:
+    from tqdm import tqdm
+
+    bar: Any = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=description,
+                    leave=True)
+    lock = threading.Lock()
+
+    def update(done: int, total: int) -> None:
+        with lock:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
