@@ -1,10 +1,22 @@
 """``ckpt``: list, inspect, verify, garbage-collect and export checkpoints from a shell.
 
-    ckpt ls [--json]                     every checkpoint, oldest first
+    ckpt ls [--json]                     every checkpoint, oldest first, with its status
     ckpt show REF [--json]               one checkpoint's metadata and objects
+    ckpt diff REF1 REF2                  which tensors changed (from hashes; reads no data)
     ckpt verify [REF | --all]            re-hash blobs; exit 1 if any does not match
     ckpt gc [--dry-run]                  remove unreferenced blobs and leftover temp files
     ckpt export REF OUT.safetensors      model weights that plain torch / safetensors load
+    ckpt policy [--keep-last N] [--keep-best N --monitor M [--mode min|max]]
+                [--keep-every STEPS] [--keep-within DURATION] | --clear
+                                         show or set the store's retention policy
+    ckpt prune [--dry-run]               delete what the policy does not keep
+    ckpt pin REF / ckpt unpin REF        keep a checkpoint whatever the policy says / undo
+    ckpt delete REF [--force]            delete one checkpoint (named or pinned: --force)
+    ckpt request-save [--tag T]...       ask the training loop on this store to save at
+                                         its next step()
+
+The retention policy is stored with the store (policy.json), so the CLI, the magics, the
+dashboard and every Checkpointer on the store apply the same one.
 
 Every command takes ``--store URL`` (default ``$CKPT_NOTEBOOK_STORE`` or ``./checkpoints``).
 A REF is ``latest``, ``best.<metric>[:min|max]``, an id, a name or a unique id prefix.
@@ -29,29 +41,56 @@ from .errors import CkptError, StoreError
 from .types import CheckpointInfo, format_bytes
 
 if TYPE_CHECKING:
+    from .retention import Policy, Status
     from .storage import Store
 
 __all__ = ["main"]
 
-_LS_HEADER = ("ID", "RUN", "STEP", "CREATED", "METRICS", "SIZE", "NEW")
+_LS_HEADER = ("ID", "RUN", "STEP", "CREATED", "METRICS", "SIZE", "NEW", "STATUS")
 
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_ls(store: Store, args: argparse.Namespace) -> int:
     infos = store.list()
+    status = _statuses(store, infos) if infos else {}
     if args.json:  # one compact entry per line: readable, and the C encoder keeps it fast
-        print("[" + ",\n ".join(json.dumps(i.to_json()) for i in infos) + "]")
+        print("[" + ",\n ".join(json.dumps(_ls_entry(i, status)) for i in infos) + "]")
         return 0
     if not infos:
         print(f"no checkpoints in {store.url} yet")
         return 0
     rows = [(i.id + (" *" if i.named else ""), i.run or "-", _opt(i.step), short_time(i.created),
-             format_metrics(i.metrics), format_bytes(i.logical_bytes), format_bytes(i.new_bytes))
+             format_metrics(i.metrics), format_bytes(i.logical_bytes), format_bytes(i.new_bytes),
+             _label(status, i.id))
             for i in infos]
     print(format_table(_LS_HEADER, rows, right=(2, 5, 6)))
     if any(i.named for i in infos):
         print("* named (write-once, never pruned)")
     return 0
+
+
+def _statuses(store: Store, infos: list[CheckpointInfo]) -> dict[str, Status] | None:
+    """Retention statuses; a broken policy.json costs the column, not the listing."""
+    from .manager import maintenance
+
+    try:
+        return maintenance.statuses(store, infos)
+    except CkptError as err:
+        print(f"ckpt: warning: {' '.join(str(err).splitlines())}", file=sys.stderr)
+        return None
+
+
+def _label(status: dict[str, Status] | None, ckpt_id: str) -> str:
+    st = None if status is None else status.get(ckpt_id)
+    return "?" if st is None else st.label
+
+
+def _ls_entry(info: CheckpointInfo, status: dict[str, Status] | None) -> dict[str, Any]:
+    st = None if status is None else status.get(info.id)
+    entry = info.to_json()
+    entry["status"] = None if st is None else st.label
+    entry["pinned"] = None if st is None else "pinned" in st.reasons
+    return entry
 
 
 def cmd_show(store: Store, args: argparse.Namespace) -> int:
@@ -128,6 +167,122 @@ def cmd_export(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(store: Store, args: argparse.Namespace) -> int:
+    from .manager.maintenance import diff
+
+    a, b, changes, same = diff(store, args.ref_a, args.ref_b)
+    if args.json:
+        _print_json({"from": a.id, "to": b.id, "unchanged": same,
+                     "changes": [{"object": c.object, "tensor": c.path, "change": c.change,
+                                  "detail": c.detail} for c in changes]})
+        return 0
+    print(f"{a.id} -> {b.id}: {len(changes)} tensor(s) differ, {same} unchanged")
+    if changes:
+        rows = [(c.object, c.path, c.change, c.detail or "") for c in changes]
+        print(format_table(("OBJECT", "TENSOR", "CHANGE", "DETAIL"), rows))
+    return 0
+
+
+_POLICY_OPTIONS = ("keep_last", "keep_best", "monitor", "mode", "keep_every", "keep_within")
+
+
+def cmd_policy(store: Store, args: argparse.Namespace) -> int:
+    from .manager import maintenance
+    from .retention import Policy
+
+    rules = {k: getattr(args, k) for k in _POLICY_OPTIONS if getattr(args, k) is not None}
+    if not args.clear and not rules:
+        print(f"retention policy of {store.url}: {maintenance.load_policy(store).describe()}")
+        return 0
+    if rules and args.clear:
+        raise ValueError("--clear removes every rule; give it alone, or give only the rules "
+                         "(setting rules replaces the whole policy)")
+    if "keep_best" in rules and "monitor" not in rules:
+        raise ValueError("--keep-best needs --monitor METRIC, the metric to rank by "
+                         "(e.g. --keep-best 2 --monitor val_loss)")
+    if "keep_best" not in rules and rules.keys() & {"monitor", "mode"}:
+        raise ValueError("--monitor and --mode say what --keep-best ranks by; give "
+                         "--keep-best N too (e.g. --keep-best 2 --monitor val_loss)")
+    policy = Policy(**rules)
+    store.ensure_writable()
+    maintenance.save_policy(store, policy)
+    print(f"retention policy of {store.url} set: {policy.describe()}")
+    _print_prunable(store, policy)
+    return 0
+
+
+def _print_prunable(store: Store, policy: Policy) -> None:
+    from .manager import maintenance
+
+    if policy.is_empty:
+        return
+    infos = store.list()
+    doomed = sum(not st.kept for st in maintenance.statuses(store, infos, policy).values())
+    if doomed:
+        print(f"{doomed} of {len(infos)} checkpoint(s) are now prunable; the next save, or "
+              "`ckpt prune`, deletes them (`ckpt prune --dry-run` lists them)")
+
+
+def cmd_prune(store: Store, args: argparse.Namespace) -> int:
+    from .manager import maintenance
+
+    policy = maintenance.load_policy(store)
+    if policy.is_empty:
+        print(f"nothing to prune: {store.url} has no retention policy, so every checkpoint "
+              "is kept (set one with `ckpt policy --keep-last N ...`)")
+        return 0
+    report = maintenance.prune(store, dry_run=args.dry_run, policy=policy)
+    print(f"policy: {policy.describe()}")
+    print(report)
+    if args.dry_run:
+        for info in report.removed:
+            print(f"  {info.id}  step {_opt(info.step)}  {format_metrics(info.metrics)}")
+    return 0
+
+
+def cmd_pin(store: Store, args: argparse.Namespace) -> int:
+    from .manager import maintenance
+
+    info = maintenance.pin(store, args.ref)
+    print(f"pinned {info.id}: retention keeps it until `ckpt unpin {info.id}`")
+    return 0
+
+
+def cmd_unpin(store: Store, args: argparse.Namespace) -> int:
+    from .manager import maintenance, resolve_ref
+
+    info = resolve_ref(store, args.ref)
+    if info.id not in store.pins.ids():
+        print(f"{info.id} was not pinned")
+        return 0
+    maintenance.unpin(store, info.id)
+    print(f"unpinned {info.id}: the retention policy decides about it again")
+    return 0
+
+
+def cmd_delete(store: Store, args: argparse.Namespace) -> int:
+    from .manager import maintenance
+
+    info = maintenance.delete(store, args.ref, force=args.force)
+    print(f"deleted {info.id} (its blobs are freed by `ckpt gc`)")
+    return 0
+
+
+def cmd_request_save(store: Store, args: argparse.Namespace) -> int:
+    from .manager import maintenance
+    from .storage.store import STORE_FILE
+
+    fresh = not store.backend.exists(STORE_FILE)
+    store.ensure_writable()  # refuses a folder that is not a store
+    fields: dict[str, Any] = {"tags": list(args.tag)} if args.tag else {}
+    req_id = maintenance.request_save(store, **fields)
+    print(f"requested a save ({req_id}): the training loop using {store.url} saves at its "
+          "next step() (Checkpointer.step() or session().step() check about once a second)")
+    if fresh:
+        print(f"note: nothing was ever saved to {store.url}; if no loop uses it, check --store")
+    return 0
+
+
 # -- rendering --------------------------------------------------------------------------------
 def short_time(created: str) -> str:
     """``2024-05-01T12:00:00.123456+00:00`` -> ``2024-05-01 14:00:00`` in local time."""
@@ -187,8 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: an absent --store after the command keeps the one given before it.
     common.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help=store_help)
     parser = argparse.ArgumentParser(
-        prog="ckpt", description="Checkpoints of PyTorch training: list, inspect, verify, "
-        "gc and export. REF: latest, best.<metric>[:min|max], an id, a name or an id prefix.")
+        prog="ckpt", description="Checkpoints of PyTorch training: list, inspect, diff, verify, "
+        "gc, export, and retention (policy, prune, pin, delete); ask a running loop to save. "
+        "REF: latest, best.<metric>[:min|max], an id, a name or an id prefix.")
     parser.add_argument("--store", metavar="URL", default=None, help=store_help)
     parser.add_argument("--version", action="version", version=f"ckpt_notebook {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -213,7 +369,65 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write a checkpoint's model weights as .safetensors or .pt")
     p.add_argument("ref", metavar="REF")
     p.add_argument("out", metavar="OUT", help="file ending in .safetensors, .pt or .pth")
+    p = add("diff", cmd_diff, "which tensors changed between two checkpoints (from hashes)")
+    p.add_argument("ref_a", metavar="REF1")
+    p.add_argument("ref_b", metavar="REF2")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("policy", cmd_policy, "show the store's retention policy, or set it (the rules "
+            "given replace the whole policy; a checkpoint is kept when any rule keeps it)")
+    p.add_argument("--keep-last", type=_count, metavar="N", help="the N newest")
+    p.add_argument("--keep-best", type=_count, metavar="N", help="the N best by --monitor")
+    p.add_argument("--monitor", type=_metric_name, metavar="METRIC", help="e.g. val_loss")
+    p.add_argument("--mode", choices=("min", "max"),
+                   help="lower or higher is better (default: min for losses and errors)")
+    p.add_argument("--keep-every", type=_count, metavar="STEPS",
+                   help="those whose step is a multiple of STEPS")
+    p.add_argument("--keep-within", type=_duration, metavar="DURATION",
+                   help="those younger than DURATION: 3600, 90s, 10min, 2h, 1d, 1h30m")
+    p.add_argument("--clear", action="store_true", help="remove the policy: keep everything")
+    p = add("prune", cmd_prune, "delete the checkpoints the retention policy does not keep "
+            "(never named or pinned ones, nor the newest)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would go")
+    p = add("pin", cmd_pin, "keep a checkpoint whatever the retention policy says")
+    p.add_argument("ref", metavar="REF")
+    p = add("unpin", cmd_unpin, "let the retention policy decide about a checkpoint again")
+    p.add_argument("ref", metavar="REF")
+    p = add("delete", cmd_delete, "delete one checkpoint (named or pinned ones need --force)")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--force", action="store_true", help="also a named or pinned checkpoint")
+    p = add("request-save", cmd_request_save, "ask the training loop running on this store "
+            "to save at its next step()")
+    p.add_argument("--tag", action="append", default=[], metavar="T",
+                   help="a tag for the requested checkpoint (repeatable)")
     return parser
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _duration(text: str) -> float:
+    from .retention import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0, got {text!r}")
+    return seconds
+
+
+def _metric_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a metric name such as val_loss")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from IPython.display import display
 from .. import retention
 from ..errors import CkptError
 from ..manager import maintenance
-from ..types import format_bytes
+from ..types import CheckpointInfo, format_bytes
 from .render import Table, checkpoint_table
 from .session import NotebookCheckpointer, existing_session, get_session
 
@@ -109,8 +109,11 @@ def _build_parsers() -> dict[str, _Parser]:
     parser("widget", "Show the checkpoint widget.")
     p = parser("copy", "Copy a folder, file, archive, URL or checkpoint to a named checkpoint.")
     p.add_argument("src", metavar="SRC")
-    p.add_argument("--name", required=True)
-    p.add_argument("--to", metavar="URL", help="another store (default: this one)")
+    p.add_argument("--name", help="the new checkpoint's name (not needed for hf:// uploads)")
+    p.add_argument("--to", metavar="URL", help="another store, or hf://owner/repo[@rev]")
+    p.add_argument("--pattern", action="append", default=[], metavar="GLOB")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    p.add_argument("--dry-run", action="store_true", help="hf:// uploads: only list files")
     parser("use", "Materialize a named checkpoint and set $CKPT_NOTEBOOK_CHECKPOINT_PATH."
            ).add_argument("name", metavar="NAME")
     return parsers
@@ -125,7 +128,7 @@ USAGE = """%checkpoint SUBCOMMAND [options]   (%checkpoint SUBCOMMAND -h for one
   policy [--keep-last N] [--keep-best N --monitor METRIC [--mode min|max]]
          [--keep-every STEPS] [--keep-within DURATION] [--clear]
   auto [--every N | --every 10min] [--on-interrupt] | auto --off
-  copy SRC --name NAME [--to URL] | use NAME
+  copy SRC --name NAME [--to URL] | copy SRC --to hf://owner/repo[@rev] | use NAME
   widget
 
 REF: latest, best.<metric>[:min|max], an id, a name, or a .safetensors/.pt path."""
@@ -281,7 +284,12 @@ class CheckpointMagics(Magics):
         from .transfer import copy
 
         s.wait()
-        info = copy(a.src, a.name, to=a.to, store=s.store)
+        if not (a.to or "").startswith("hf://") and not a.name:
+            raise ValueError("--name is required: the name of the new checkpoint")
+        info = copy(a.src, a.name, to=a.to, store=s.store, patterns=a.pattern,
+                    excludes=a.exclude, dry_run=a.dry_run)
+        if not isinstance(info, CheckpointInfo):
+            return str(info)
         where = a.to or s.store.url
         return (f"copied {a.src} to named checkpoint {info.id} in {where}: "
                 f"{format_bytes(info.logical_bytes)}, {format_bytes(info.new_bytes)} new")

@@ -7,20 +7,33 @@ from pathlib import Path
 from typing import Any
 
 from ..manager import copying
+from ..manager.hub import HubUpload, upload_to_hub
 from ..types import CheckpointInfo
 from .progress import progress_bar
 
 __all__ = ["copy", "materialize"]
 
 
-def copy(src: str | os.PathLike[str], name: str, to: str | None = None, *,
-         store: Any = None, progress: bool | None = None) -> CheckpointInfo:
+def copy(src: str | os.PathLike[str], name: str | None = None, to: str | None = None, *,
+         store: Any = None, progress: bool | None = None, patterns: list[str] | None = None,
+         excludes: list[str] | None = None, dry_run: bool = False) -> CheckpointInfo | HubUpload:
     """Copy a folder, file, archive, URL or checkpoint REF into a named, immutable checkpoint.
 
         ckpt_notebook.copy("models/", "resnet-v1", to="s3://bucket/checkpoints")
 
-    ``to`` defaults to the current store. A taken name raises ``CheckpointExistsError``.
+    ``to`` defaults to the current store; a taken name raises ``CheckpointExistsError``.
+    With ``to="hf://owner/repo[@rev]"`` the files are uploaded to that Hub repo instead
+    (``patterns``/``excludes`` filter them, ``dry_run`` lists them); ``name`` is not needed.
     """
+    if to is not None and str(to).startswith("hf://"):
+        from ..storage import Store
+
+        with progress_bar(f"upload {src}", enabled=progress) as bar:
+            return upload_to_hub(os.fspath(src), str(to), store=Store(store) if not
+                                 isinstance(store, Store) else store, patterns=patterns,
+                                 excludes=excludes, dry_run=dry_run, progress=bar)
+    if name is None:
+        raise ValueError("copy needs a name for the new checkpoint (name=...)")
     with progress_bar(f"copy {name}", enabled=progress) as bar:
         return copying.copy(src, name, to=to, store=store, progress=bar)
 
