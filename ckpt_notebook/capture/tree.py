@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import PickleRequiredError, RestoreError
+from ..errors import CaptureError, PickleRequiredError, RestoreError
 from ..types import TensorData
 
 __all__ = ["Decoder", "Encoder", "PickleEntry", "TensorEntry"]
@@ -131,7 +131,12 @@ class Encoder:
                 f"pass allow_pickle=True for {self.name!r} if you trust whoever restores it, "
                 "or save a plain value instead"
             )
-        self.pickles.append(PickleEntry(path, pickle.dumps(value, protocol=5)))
+        try:
+            data = pickle.dumps(value, protocol=5)
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            raise CaptureError(f"cannot save {self._where(path)}: a {what} cannot be pickled "
+                               f"({err}); save a plain value or give it state_dict()") from err
+        self.pickles.append(PickleEntry(path, data))
         return {"__pickle__": len(self.pickles) - 1}
 
     def _where(self, path: str) -> str:

@@ -41,10 +41,18 @@ def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
                 from ..capture.torch import data_to_tensor
 
                 arrays.append(data_to_tensor(data))
-        pickles = [bytes(store.blobs.read(p["blob"], p["size"],
-                                          where=f"checkpoint {ckpt_id}: {name}: {p['path']}"))
-                   for p in obj.get("pickles", ())]
-        states[name] = capture.Decoder(arrays, pickles).decode(obj["state"])
+        pickles = [bytes(store.blobs.read(
+            p["blob"], p["size"],
+            where=f"checkpoint {ckpt_id}: {name}" + (f": {p['path']}" if p["path"] else "")))
+            for p in obj.get("pickles", ())]
+        try:
+            states[name] = capture.Decoder(arrays, pickles).decode(obj["state"])
+        except RestoreError:
+            raise
+        except Exception as err:  # an unpickled class that no longer imports, and the like
+            raise RestoreError(f"cannot restore {name!r} from checkpoint {ckpt_id}: its "
+                               f"pickled value failed to load ({type(err).__name__}: {err})"
+                               ) from err
     return states
 
 

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -233,12 +234,15 @@ class Store:
         return report
 
     def _clean_tmp(self, *, dry_run: bool) -> int:
+        """Remove temp files whose writer is gone: a dead process on this host (small files
+        like pins and the policy are written without the store lock), else by age."""
         removed = 0
         now = time.time()
         for name in self.backend.listdir("tmp"):
             rel = f"tmp/{name}"
-            # Local stores: we hold the exclusive lock, so no writer is mid-save.
-            if self.backend.is_local or now - self.backend.mtime(rel) > _TMP_MAX_AGE_S:
+            alive = writer_alive(name)
+            if alive is False or (alive is None and now - self.backend.mtime(rel)
+                                  > _TMP_MAX_AGE_S):
                 removed += 1
                 if not dry_run:
                     self.backend.remove(rel)
@@ -252,6 +256,25 @@ class Store:
         return sorted(self.index.entries().values(), key=lambda i: (i.created, i.id))
 
 
+def writer_alive(tmp_name: str) -> bool | None:
+    """Whether the process that named a temp file ``<host>-<pid>-<random>`` still runs:
+    ``None`` when it cannot be told (another host, or not a name of ours)."""
+    head, _, _rand = tmp_name.rpartition("-")
+    host, _, pid_text = head.rpartition("-")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def blob_owners(doc: dict[str, Any]) -> dict[str, str]:
     """For error messages: which object and tensors (or files) each blob of a manifest holds."""
     owners: dict[str, list[str]] = {}
@@ -259,7 +282,8 @@ def blob_owners(doc: dict[str, Any]) -> dict[str, str]:
         for t in obj.get("tensors", ()):
             owners.setdefault(t["blob"], []).append(f"{name}: tensor {t['path']}")
         for p in obj.get("pickles", ()):
-            owners.setdefault(p["blob"], []).append(f"{name}: pickled {p['path']}")
+            what = f"pickled {p['path']}" if p["path"] else "pickled value"
+            owners.setdefault(p["blob"], []).append(f"{name}: {what}")
     for path, entry in (doc.get("files") or {}).items():
         owners.setdefault(entry["blob"], []).append(f"file {path}")
     out = {}
