@@ -98,10 +98,13 @@ def test_ls_table_oldest_first(capsys: pytest.CaptureFixture[str], store: Path,
     code, out, err = ckpt(capsys, "ls", "--store", str(store))
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "RUN", "STEP", "CREATED", "METRICS", "SIZE", "NEW"]
+    assert lines[0].split() == ["ID", "RUN", "STEP", "CREATED", "METRICS", "SIZE", "NEW",
+                                "STATUS"]
     rows = lines[1:4]
     assert [r.split()[0] for r in rows] == ids
     assert "good *" in rows[1]
+    assert [r.endswith(s) for r, s in zip(rows, ("kept: no policy", "named (immutable)",
+                                                 "kept: no policy"), strict=True)] == [True] * 3
     assert all(RUN in r for r in rows)
     assert "val_loss=0.5 acc=0.5" in rows[0]
     assert [r.split()[2] if r.split()[1] != "*" else r.split()[3] for r in rows] == \
@@ -113,7 +116,8 @@ def test_ls_json_is_the_store_listing(capsys: pytest.CaptureFixture[str], store:
     code, out, _ = ckpt(capsys, "ls", "--json", "--store", str(store))
     assert code == 0
     data = json.loads(out)
-    assert data == [i.to_json() for i in Store(str(store)).list()]
+    assert data == [{**i.to_json(), "status": "named (immutable)" if i.named
+                     else "kept: no policy", "pinned": False} for i in Store(str(store)).list()]
     assert [CheckpointInfo.from_json(d).step for d in data] == [1, 2, 3]
 
 
@@ -334,9 +338,344 @@ def test_export_errors(capsys: pytest.CaptureFixture[str], store: Path, tmp_path
     assert_one_error_line(err, "No such file or directory")
 
 
+# -- ls: retention status ---------------------------------------------------------------------
+def ls_json(capsys: pytest.CaptureFixture[str], store: Path) -> dict[str, dict[str, Any]]:
+    code, out, err = ckpt(capsys, "ls", "--json", "--store", str(store))
+    assert (code, err) == (0, "")
+    return {entry["id"]: entry for entry in json.loads(out)}
+
+
+def test_ls_status_follows_policy_and_pins(capsys: pytest.CaptureFixture[str], store: Path,
+                                           ids: list[str]) -> None:
+    assert ckpt(capsys, "policy", "--keep-last", "1", "--store", str(store))[0] == 0
+    entries = ls_json(capsys, store)
+    assert [(entries[i]["status"], entries[i]["pinned"]) for i in ids] == [
+        ("prunable", False), ("named (immutable)", False), ("kept: latest 1/1", False)]
+    for ref in (ids[0], "good"):
+        assert ckpt(capsys, "pin", ref, "--store", str(store))[0] == 0
+    entries = ls_json(capsys, store)
+    assert [(entries[i]["status"], entries[i]["pinned"]) for i in ids] == [
+        ("kept: pinned", True), ("named (immutable)", True), ("kept: latest 1/1", False)]
+    code, out, _ = ckpt(capsys, "ls", "--store", str(store))
+    assert code == 0
+    rows = out.splitlines()[1:4]
+    assert rows[0].endswith("kept: pinned")
+    assert rows[1].endswith("named (immutable)")
+    assert rows[2].endswith("kept: latest 1/1")
+
+
+def test_ls_with_broken_policy_still_lists(capsys: pytest.CaptureFixture[str], store: Path,
+                                           ids: list[str]) -> None:
+    (store / "policy.json").write_text('{"keep_last": -4}')
+    code, out, err = ckpt(capsys, "ls", "--store", str(store))
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[1:4]] == ids
+    assert all(line.endswith("?") for line in out.splitlines()[1:4])
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ckpt: warning: "), err
+    assert "policy.json" in lines[0] and "ckpt policy" in lines[0]
+    code, out, _ = ckpt(capsys, "ls", "--json", "--store", str(store))
+    assert code == 0
+    assert {(e["status"], e["pinned"]) for e in json.loads(out)} == {(None, None)}
+    code, _, err = ckpt(capsys, "prune", "--store", str(store))  # prune must not guess
+    assert code == 1
+    assert_one_error_line(err, "policy.json")
+    assert len(Store(str(store)).list()) == 3
+
+
+# -- policy -----------------------------------------------------------------------------------
+def test_policy_round_trip_with_the_checkpointer(capsys: pytest.CaptureFixture[str],
+                                                 store: Path) -> None:
+    from ckpt_notebook.retention import Policy
+
+    code, out, err = ckpt(capsys, "policy", "--store", str(store))
+    assert (code, err) == (0, "")
+    assert out.strip() == f"retention policy of {store}: keep everything (no policy)"
+    code, out, err = ckpt(capsys, "policy", "--keep-last", "3", "--keep-best", "2",
+                          "--monitor", "val_loss", "--mode", "max", "--keep-every", "1000",
+                          "--keep-within", "1h30m", "--store", str(store))
+    assert (code, err) == (0, "")
+    expected = Policy(keep_last=3, keep_best=2, monitor="val_loss", mode="max",
+                      keep_every=1000, keep_within=5400.0)
+    assert Checkpointer(str(store)).policy == expected
+    assert out.splitlines()[0] == f"retention policy of {store} set: {expected.describe()}"
+    code, out, _ = ckpt(capsys, "policy", "--store", str(store))
+    assert out.strip() == f"retention policy of {store}: {expected.describe()}"
+    # the rules given replace the whole policy
+    assert ckpt(capsys, "policy", "--keep-within", "2d", "--store", str(store))[0] == 0
+    assert Checkpointer(str(store)).policy == Policy(keep_within=2 * 86400.0)
+    # and the other way round: set in Python, shown by the CLI
+    Checkpointer(str(store)).set_policy(keep_best=1, monitor="acc")
+    code, out, _ = ckpt(capsys, "policy", "--store", str(store))
+    assert out.strip().endswith("keep best 1 by acc (max)")
+    code, out, _ = ckpt(capsys, "policy", "--clear", "--store", str(store))
+    assert code == 0 and out.strip().endswith("set: keep everything (no policy)")
+    assert Checkpointer(str(store)).policy == Policy()
+
+
+def test_policy_says_what_becomes_prunable(capsys: pytest.CaptureFixture[str],
+                                           store: Path, ids: list[str]) -> None:
+    code, out, _ = ckpt(capsys, "policy", "--keep-last", "1", "--store", str(store))
+    assert code == 0
+    assert "1 of 3 checkpoint(s) are now prunable" in out
+    assert "ckpt prune" in out
+    assert len(Store(str(store)).list()) == 3  # setting a policy deletes nothing by itself
+    code, out, _ = ckpt(capsys, "policy", "--keep-last", "5", "--store", str(store))
+    assert "prunable" not in out
+
+
+@pytest.mark.parametrize(("argv", "fragments"), [
+    (["--keep-best", "2"], ["--keep-best needs --monitor"]),
+    (["--keep-best", "2", "--mode", "min"], ["--keep-best needs --monitor"]),
+    (["--monitor", "val_loss"], ["--keep-best N too"]),
+    (["--mode", "min", "--keep-last", "2"], ["--keep-best N too"]),
+    (["--clear", "--keep-last", "2"], ["--clear", "alone"]),
+])
+def test_policy_invalid_combinations(capsys: pytest.CaptureFixture[str], store: Path,
+                                     argv: list[str], fragments: list[str]) -> None:
+    before = (store / "policy.json").exists()
+    code, out, err = ckpt(capsys, "policy", *argv, "--store", str(store))
+    assert (code, out) == (1, "")
+    assert_one_error_line(err, *fragments)
+    assert (store / "policy.json").exists() == before  # nothing written
+
+
+def test_policy_type_errors_are_usage_errors(capsys: pytest.CaptureFixture[str],
+                                             store: Path) -> None:
+    for argv, fragment in ((["--keep-last", "0"], "must be at least 1"),
+                           (["--keep-every", "x"], "expected a whole number"),
+                           (["--keep-within", "soon"], "bad duration 'soon'"),
+                           (["--keep-within", "0s"], "longer than 0")):
+        code, _, err = ckpt(capsys, "policy", *argv, "--store", str(store))
+        assert code == 2, argv
+        assert err.strip().splitlines()[-1].startswith("ckpt policy: error: argument ")
+        assert fragment in err, err
+    assert not (store / "policy.json").exists()
+
+
+def test_policy_refuses_a_folder_that_is_not_a_store(capsys: pytest.CaptureFixture[str],
+                                                     tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    code, _, err = ckpt(capsys, "policy", "--keep-last", "2", "--store", str(tmp_path / "notes"))
+    assert code == 1
+    assert_one_error_line(err, "not a ckpt_notebook store")
+    assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["todo.txt"]
+
+
+def test_policy_shows_a_broken_policy_as_an_error(capsys: pytest.CaptureFixture[str],
+                                                  store: Path) -> None:
+    (store / "policy.json").write_text('{"keep_best": 2}')
+    code, _, err = ckpt(capsys, "policy", "--store", str(store))
+    assert code == 1
+    assert_one_error_line(err, "not a valid retention policy", "ckpt policy")
+    assert ckpt(capsys, "policy", "--keep-last", "2", "--store", str(store))[0] == 0  # repair
+
+
+# -- prune ------------------------------------------------------------------------------------
+def save_more(store: Path, steps: list[int]) -> list[str]:
+    torch.manual_seed(1)
+    model = torch.nn.Linear(4, 3)
+    ckpt = Checkpointer(str(store), run=RUN, model=model)
+    new = []
+    for step in steps:
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        new.append(ckpt.save(step=step, metrics={"val_loss": 1.0 / step}, wait=True).id)
+    ckpt.close()
+    return new
+
+
+def test_prune_dry_run_then_prune(capsys: pytest.CaptureFixture[str], store: Path,
+                                  ids: list[str]) -> None:
+    assert ckpt(capsys, "policy", "--keep-last", "1", "--store", str(store))[0] == 0
+    before = blob_files(store)
+    code, out, err = ckpt(capsys, "prune", "--dry-run", "--store", str(store))
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == "policy: keep last 1"
+    assert lines[1] == f"would remove 1 checkpoint(s): {ids[0]}"
+    assert lines[2].split()[:3] == [ids[0], "step", "1"]
+    assert [i.id for i in Store(str(store)).list()] == ids and blob_files(store) == before
+    code, out, err = ckpt(capsys, "prune", "--store", str(store))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1].startswith(f"removed 1 checkpoint(s): {ids[0]}; removed ")
+    assert [i.id for i in Store(str(store)).list()] == ids[1:]
+    assert len(blob_files(store)) < len(before)  # its blobs were freed
+    assert ckpt(capsys, "verify", "--all", "--store", str(store))[0] == 0
+    code, out, _ = ckpt(capsys, "prune", "--store", str(store))
+    assert (code, out.splitlines()[1]) == (0, "nothing to prune")
+
+
+def test_prune_never_deletes_named_pinned_or_newest(capsys: pytest.CaptureFixture[str],
+                                                    store: Path, ids: list[str]) -> None:
+    more = save_more(store, [10, 11, 12])  # 12 is the newest
+    # a policy that keeps nothing by its rules: no step is a multiple of 1000
+    assert ckpt(capsys, "policy", "--keep-every", "1000", "--store", str(store))[0] == 0
+    assert ckpt(capsys, "pin", more[0], "--store", str(store))[0] == 0
+    code, out, _ = ckpt(capsys, "prune", "--store", str(store))
+    assert code == 0
+    left = [i.id for i in Store(str(store)).list()]
+    assert left == ["good", more[0], more[2]]
+    assert f"removed 3 checkpoint(s): {ids[0]}, {ids[2]}, {more[1]}" in out
+    assert ckpt(capsys, "verify", "--all", "--store", str(store))[0] == 0
+    # even the tightest policy, run again, leaves the three alone
+    assert ckpt(capsys, "policy", "--keep-last", "1", "--store", str(store))[0] == 0
+    assert ckpt(capsys, "prune", "--store", str(store))[0] == 0
+    assert [i.id for i in Store(str(store)).list()] == left
+
+
+def test_prune_without_a_policy_keeps_everything(capsys: pytest.CaptureFixture[str],
+                                                 store: Path, ids: list[str]) -> None:
+    for argv in (["prune"], ["prune", "--dry-run"]):
+        code, out, err = ckpt(capsys, *argv, "--store", str(store))
+        assert (code, err) == (0, "")
+        assert out.startswith("nothing to prune: ") and "ckpt policy" in out
+    assert [i.id for i in Store(str(store)).list()] == ids
+
+
+def test_prune_on_a_missing_store_creates_nothing(capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path) -> None:
+    code, out, _ = ckpt(capsys, "prune", "--store", str(tmp_path / "none"))
+    assert code == 0 and out.startswith("nothing to prune")
+    assert not (tmp_path / "none").exists()
+
+
+# -- pin / unpin / delete ---------------------------------------------------------------------
+def test_pin_and_unpin(capsys: pytest.CaptureFixture[str], store: Path, ids: list[str]) -> None:
+    code, out, err = ckpt(capsys, "pin", "latest", "--store", str(store))
+    assert (code, err) == (0, "")
+    assert out.startswith(f"pinned {ids[2]}")
+    assert Store(str(store)).pins.ids() == {ids[2]}
+    code, out, _ = ckpt(capsys, "pin", ids[2][:-1], "--store", str(store))  # idempotent
+    assert code == 0 and Store(str(store)).pins.ids() == {ids[2]}
+    code, out, _ = ckpt(capsys, "unpin", "latest", "--store", str(store))
+    assert code == 0 and out.startswith(f"unpinned {ids[2]}")
+    assert Store(str(store)).pins.ids() == set()
+    code, out, _ = ckpt(capsys, "unpin", "latest", "--store", str(store))
+    assert (code, out.strip()) == (0, f"{ids[2]} was not pinned")
+    for command in ("pin", "unpin"):
+        code, out, err = ckpt(capsys, command, "nope", "--store", str(store))
+        assert (code, out) == (1, "")
+        assert_one_error_line(err, "'nope'", "names no checkpoint")
+
+
+def test_delete_needs_force_for_named_and_pinned(capsys: pytest.CaptureFixture[str],
+                                                 store: Path, ids: list[str]) -> None:
+    code, out, err = ckpt(capsys, "delete", ids[0], "--store", str(store))
+    assert (code, err) == (0, "")
+    assert out.startswith(f"deleted {ids[0]}") and "ckpt gc" in out
+    code, out, err = ckpt(capsys, "delete", "good", "--store", str(store))
+    assert (code, out) == (1, "")
+    assert_one_error_line(err, "good", "named", "--force")
+    assert ckpt(capsys, "pin", ids[2], "--store", str(store))[0] == 0
+    code, _, err = ckpt(capsys, "delete", ids[2], "--store", str(store))
+    assert code == 1
+    assert_one_error_line(err, "pinned")
+    assert [i.id for i in Store(str(store)).list()] == ids[1:]
+    for ref in ("good", ids[2]):
+        code, out, _ = ckpt(capsys, "delete", ref, "--force", "--store", str(store))
+        assert code == 0 and out.startswith(f"deleted {ref}")
+    assert Store(str(store)).list() == []
+    assert Store(str(store)).pins.ids() == set()  # the pin went with it
+    code, _, err = ckpt(capsys, "delete", "latest", "--store", str(store))
+    assert code == 1
+    assert_one_error_line(err, "no checkpoints")
+
+
+# -- request-save -----------------------------------------------------------------------------
+def test_request_save_is_honoured_by_the_next_step(capsys: pytest.CaptureFixture[str],
+                                                   store: Path) -> None:
+    code, out, err = ckpt(capsys, "request-save", "--store", str(store))
+    assert (code, err) == (0, "")
+    req_id = out.split("(", 1)[1].split(")", 1)[0]
+    assert "next step()" in out and "note:" not in out
+    assert [p.name for p in (store / "requests").iterdir()] == [f"{req_id}.json"]
+    torch.manual_seed(3)
+    loop = Checkpointer(str(store), run="loop", model=torch.nn.Linear(2, 2))
+    info = loop.step(1, {"loss": 0.5})
+    assert info is not None
+    saved = loop.wait()
+    loop.close()
+    assert saved is not None and saved.id == info.id
+    assert list((store / "requests").iterdir()) == []  # consumed
+    stored = Store(str(store)).info(info.id)
+    assert (stored.step, list(stored.tags), stored.run) == (1, ["requested"], "loop")
+    assert stored.metrics == {"loss": 0.5}
+
+
+def test_request_save_once_per_request(capsys: pytest.CaptureFixture[str],
+                                       store: Path) -> None:
+    loop = Checkpointer(str(store), model=torch.nn.Linear(2, 2))
+    assert loop.step(1) is None  # nothing requested, no schedule
+    loop.close()
+    assert ckpt(capsys, "request-save", "--store", str(store))[0] == 0
+    first, second = (Checkpointer(str(store), model=torch.nn.Linear(2, 2)) for _ in range(2))
+    assert first.step(2) is not None
+    assert second.step(2) is None  # the request was taken by the first loop
+    first.close()
+    second.close()
+
+
+def test_request_save_tags_reach_the_checkpoint(capsys: pytest.CaptureFixture[str],
+                                                store: Path) -> None:
+    code, _, _ = ckpt(capsys, "request-save", "--tag", "before-eval", "--tag", "x",
+                      "--store", str(store))
+    assert code == 0
+    doc = json.loads(next((store / "requests").iterdir()).read_text())
+    assert doc["tags"] == ["before-eval", "x"]
+    loop = Checkpointer(str(store), model=torch.nn.Linear(2, 2))
+    info = loop.step(1)
+    loop.close()
+    assert info is not None
+    assert set(Store(str(store)).info(info.id).tags) == {"requested", "before-eval", "x"}
+
+
+def test_request_save_on_a_new_or_foreign_folder(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    code, out, err = ckpt(capsys, "request-save", "--store", str(tmp_path / "fresh"))
+    assert (code, err) == (0, "")
+    assert "note: nothing was ever saved to" in out
+    assert len(list((tmp_path / "fresh" / "requests").iterdir())) == 1
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
+    code, _, err = ckpt(capsys, "request-save", "--store", str(tmp_path / "photos"))
+    assert code == 1
+    assert_one_error_line(err, "not a ckpt_notebook store")
+    assert [p.name for p in (tmp_path / "photos").iterdir()] == ["cat.jpg"]
+
+
+# -- diff -------------------------------------------------------------------------------------
+def test_diff(capsys: pytest.CaptureFixture[str], store: Path, ids: list[str]) -> None:
+    code, out, err = ckpt(capsys, "diff", ids[0], "latest", "--store", str(store))
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{ids[0]} -> {ids[2]}: ")
+    assert lines[1].split() == ["OBJECT", "TENSOR", "CHANGE", "DETAIL"]
+    changed = {tuple(line.split()[:3]) for line in lines[2:]}
+    for key in ("0.weight", "0.bias", "2.weight", "2.bias"):  # every parameter moved
+        assert ("model", key, "changed") in changed
+    code, out, _ = ckpt(capsys, "diff", "good", "good", "--store", str(store))
+    assert code == 0
+    assert out.splitlines() == [f"good -> good: 0 tensor(s) differ, "
+                                f"{out.split(', ')[1].split()[0]} unchanged"]
+    assert int(out.split(", ")[1].split()[0]) >= 4
+    code, out, _ = ckpt(capsys, "diff", ids[0], ids[2], "--json", "--store", str(store))
+    data = json.loads(out)
+    assert (data["from"], data["to"]) == (ids[0], ids[2])
+    assert {"object": "model", "tensor": "0.weight", "change": "changed",
+            "detail": "F32[8, 4]"} in data["changes"]
+    code, out, err = ckpt(capsys, "diff", ids[0], "nope", "--store", str(store))
+    assert (code, out) == (1, "")
+    assert_one_error_line(err, "'nope'")
+
+
 # -- errors and usage -------------------------------------------------------------------------
 def test_bad_store_url(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["ls"], ["show", "latest"], ["verify"], ["gc"], ["export", "latest", "x.pt"]):
+    for argv in (["ls"], ["show", "latest"], ["verify"], ["gc"], ["export", "latest", "x.pt"],
+                 ["diff", "a", "b"], ["policy"], ["policy", "--keep-last", "2"], ["prune"],
+                 ["pin", "latest"], ["unpin", "latest"], ["delete", "latest"],
+                 ["request-save"]):
         code, out, err = ckpt(capsys, *argv, "--store", "nosuchproto://x")
         assert (code, out) == (1, ""), argv
         assert_one_error_line(err, "nosuchproto://x")
@@ -351,7 +690,13 @@ def test_store_that_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 @pytest.mark.parametrize("argv", [
     [], ["frobnicate"], ["show"], ["ls", "--bogus"], ["verify", "latest", "--all"],
-    ["export", "latest"], ["--store"],
+    ["export", "latest"], ["--store"], ["diff", "latest"], ["pin"], ["unpin"], ["delete"],
+    ["prune", "latest"], ["request-save", "--tag"], ["request-save", "now"],
+    ["policy", "--keep-last", "0"], ["policy", "--keep-last", "two"],
+    ["policy", "--keep-every", "-3"], ["policy", "--keep-best", "1.5", "--monitor", "m"],
+    ["policy", "--keep-within", "soon"], ["policy", "--keep-within", "0"],
+    ["policy", "--keep-within", "3 fortnights"], ["policy", "--mode", "sideways"],
+    ["policy", "--monitor", ""], ["delete", "latest", "--forse"],
 ])
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     code, _, err = ckpt(capsys, *argv)
@@ -363,7 +708,8 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = ckpt(capsys, "--help")
     assert code == 0
-    for command in ("ls", "show", "verify", "gc", "export"):
+    for command in ("ls", "show", "verify", "gc", "export", "diff", "policy", "prune", "pin",
+                    "unpin", "delete", "request-save"):
         assert command in out
     code, out, _ = ckpt(capsys, "--version")
     assert code == 0 and out.startswith("ckpt_notebook ")
@@ -402,10 +748,15 @@ def test_subprocess_errors_have_no_traceback(store: Path, tmp_path: Path) -> Non
     assert "Traceback" not in proc.stderr
 
 
-def test_subprocess_ls_does_not_import_torch(store: Path) -> None:
+def test_subprocess_cli_does_not_import_torch(store: Path) -> None:
+    """Only export needs torch: listing, retention and requests read manifests alone."""
     code = ("import sys\nfrom ckpt_notebook.cli import main\n"
-            f"assert main(['ls', '--store', {str(store)!r}]) == 0\n"
-            "assert 'torch' not in sys.modules, 'ckpt ls imported torch'\n")
+            f"s = {str(store)!r}\n"
+            "for argv in (['ls'], ['ls', '--json'], ['diff', 'good', 'latest'], ['pin', 'good'],"
+            " ['unpin', 'good'], ['policy', '--keep-last', '1'], ['policy'], ['prune',"
+            " '--dry-run'], ['prune'], ['request-save'], ['delete', 'latest']):\n"
+            "    assert main([*argv, '--store', s]) == 0, argv\n"
+            "    assert 'torch' not in sys.modules, f'ckpt {argv} imported torch'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -121,7 +121,9 @@ def load_into(name: str, kind: str, obj: Any, state: Any, *, strict: bool) -> No
     """Load a decoded state into ``obj`` in place (after :func:`check_fits` passed)."""
     try:
         if kind == "module":
-            obj.load_state_dict(state, strict=strict)
+            from .torch import load_module
+
+            load_module(obj, state, strict=strict)
         elif kind == "generator":
             family = generator_family(obj)
             if family == "numpy":

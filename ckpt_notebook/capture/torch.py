@@ -145,20 +145,21 @@ def check_module_state(module: torch.nn.Module, state: Mapping[str, Any], *, nam
                        strict: bool) -> tuple[list[str], list[str]]:
     """Check ``state`` fits ``module`` before anything is loaded: (missing, unexpected).
 
-    A shape mismatch always fails; missing or unexpected keys fail only when ``strict``.
+    With ``strict``, a shape mismatch or a missing or unexpected key fails; without it, they
+    are skipped (a mismatched key is reported as unexpected, with both shapes).
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    for key, value in state.items():
-        target = own.get(key)
-        if isinstance(target, torch.Tensor) and isinstance(value, torch.Tensor) \
-                and target.shape != value.shape:
+    for key in mismatched_keys(own, state):
+        saved, model = tuple(state[key].shape), tuple(own[key].shape)
+        if strict:
             raise RestoreError(
-                f"cannot restore {name}: {key} has shape {tuple(value.shape)} in the "
-                f"checkpoint but {tuple(target.shape)} in the model; nothing was changed "
-                "(rebuild the model as it was saved, or restore with strict=False to skip it)"
+                f"cannot restore {name}: {key} has shape {saved} in the checkpoint but {model} "
+                "in the model; nothing was changed (rebuild the model as it was saved, or "
+                "restore with strict=False to skip it)"
             )
+        unexpected.append(f"{key} (shape {saved}, model {model})")
     if strict and (missing or unexpected):
         parts = []
         if missing:
@@ -168,6 +169,20 @@ def check_module_state(module: torch.nn.Module, state: Mapping[str, Any], *, nam
         raise RestoreError(f"cannot restore {name}: {' and '.join(parts)}; nothing was changed "
                            "(restore with strict=False to load the keys that match)")
     return missing, unexpected
+
+
+def mismatched_keys(own: Mapping[str, Any], state: Mapping[str, Any]) -> list[str]:
+    return [k for k, v in state.items()
+            if isinstance(own.get(k), torch.Tensor) and isinstance(v, torch.Tensor)
+            and own[k].shape != v.shape]
+
+
+def load_module(module: torch.nn.Module, state: Mapping[str, Any], *, strict: bool) -> None:
+    """``load_state_dict``; without ``strict`` keys whose shapes differ are skipped too."""
+    if not strict:
+        skip = set(mismatched_keys(module.state_dict(), state))
+        state = {k: v for k, v in state.items() if k not in skip}
+    module.load_state_dict(state, strict=strict)
 
 
 def _few(keys: list[str]) -> str:

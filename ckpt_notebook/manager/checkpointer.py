@@ -220,20 +220,21 @@ class Checkpointer:
         cleaned = clean_metrics(metrics)
         self.history.record(step, cleaned, epoch)
         now = time.monotonic()
-        requested = self._poll_requests(now)
+        requests = self._poll_requests(now)
         info = None
-        if requested or self.schedule.due(step, now):
+        if requests or self.schedule.due(step, now):
+            tags = [t for r in requests for t in r.get("tags", ()) if isinstance(t, str)]
             info = self.save(step=step, epoch=epoch, metrics=self.history.latest,
-                             tags=("requested",) if requested else ())
+                             tags=(("requested", *dict.fromkeys(tags)) if requests else ()))
             self.schedule.mark(step, now)
         self.history.flush()
         return info
 
-    def _poll_requests(self, now: float) -> bool:
+    def _poll_requests(self, now: float) -> list[dict[str, Any]]:
         if now < self._next_request_poll:
-            return False
+            return []
         self._next_request_poll = now + REQUEST_POLL_S
-        return bool(self.store.requests.take("save"))
+        return self.store.requests.take("save")
 
     def _raise_if_failed(self) -> None:
         pending = self._pending

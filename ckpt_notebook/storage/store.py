@@ -258,10 +258,12 @@ class Store:
 
 def writer_alive(tmp_name: str) -> bool | None:
     """Whether the process that named a temp file ``<host>-<pid>-<random>`` still runs:
-    ``None`` when it cannot be told (another host, or not a name of ours)."""
+    ``None`` when it cannot be told (another host's); ``False`` for names no writer uses."""
     head, _, _rand = tmp_name.rpartition("-")
     host, _, pid_text = head.rpartition("-")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if not host or not pid_text.isdigit():
+        return False
+    if host != socket.gethostname():
         return None
     pid = int(pid_text)
     if pid == os.getpid():

@@ -57,9 +57,12 @@ def _positive(text: str) -> int:
 
 def _duration(text: str) -> float:
     try:
-        return retention.parse_duration(text)
+        seconds = retention.parse_duration(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than zero, got {text!r}")
+    return seconds
 
 
 def _build_parsers() -> dict[str, _Parser]:
@@ -78,7 +81,10 @@ def _build_parsers() -> dict[str, _Parser]:
     p = parser("restore", "Load a checkpoint into the objects bound to the same names.")
     p.add_argument("ref", nargs="?", default="latest", metavar="REF")
     p.add_argument("--weights-only", action="store_true", help="modules only")
-    p.add_argument("--no-strict", action="store_true", help="skip missing/unexpected keys")
+    p.add_argument("--no-strict", action="store_true",
+                   help="skip missing, unexpected and mismatched keys")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="unpickle pickled values (only from a store you trust)")
     parser("list", "List the checkpoints with their retention status.")
     for name, what in (("show", "Show one checkpoint."), ("pin", "Keep a checkpoint always."),
                        ("unpin", "Let retention decide again.")):
@@ -184,8 +190,12 @@ class CheckpointMagics(Magics):
         args = parser.parse_args(rest)
         try:
             result = self.handlers[command](get_session(self.shell), args)
+        except UsageError:
+            raise
         except (CkptError, ValueError, NameError, OSError) as err:
-            raise UsageError(f"%checkpoint {command}: {err}") from None
+            raise UsageError(f"%checkpoint {command}: {_option_terms(str(err))}") from None
+        except Exception as err:  # never a traceback wall in the notebook
+            raise UsageError(f"%checkpoint {command}: {type(err).__name__}: {err}") from None
         if isinstance(result, str):
             print(result)
         elif result is not None:
@@ -193,25 +203,34 @@ class CheckpointMagics(Magics):
 
     # -- subcommands ---------------------------------------------------------------------
     def _save(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
-        if a.vars:
-            s.remember(a.vars)
-        if not s.discover():
-            raise ValueError("nothing to save: no torch Module, Optimizer, scheduler or "
-                             "GradScaler is bound in the notebook; name variables to save")
-        info = s.save(a.step, name=a.name, metrics=dict(a.metric), tags=a.tag, wait=True)
+        added = s.remember(a.vars)
+        try:
+            if not s.discover():
+                raise ValueError("nothing to save: no torch Module, Optimizer, scheduler or "
+                                 "GradScaler is bound in the notebook; name variables to save")
+            info = s.save(a.step, name=a.name, metrics=dict(a.metric), tags=a.tag, wait=True)
+        except Exception:
+            s.forget(added)  # a VAR that cannot be saved must not break later saves
+            raise
         return Table(["id", "step", "objects", "size", "new", "seconds"],
                      [[info.id, info.step, ", ".join(info.objects),
                        format_bytes(info.logical_bytes), format_bytes(info.new_bytes),
                        f"{_elapsed(info):.2f}"]], title="Saved")
 
     def _restore(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
-        return s.restore_into_namespace(a.ref, weights_only=a.weights_only,
-                                        strict=not a.no_strict)
+        kwargs: dict[str, Any] = {"weights_only": a.weights_only, "strict": not a.no_strict}
+        if a.allow_pickle:
+            kwargs["allow_pickle"] = True
+        return s.restore_into_namespace(a.ref, **kwargs)
 
     def _list(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
         infos = s.list()
-        return checkpoint_table(infos, maintenance.statuses(s.store, infos),
-                                title=f"{len(infos)} checkpoint(s) in {s.store.url}")
+        title = f"{len(infos)} checkpoint(s) in {s.store.url}"
+        try:
+            status = maintenance.statuses(s.store, infos)
+        except CkptError as err:  # a broken policy must not hide the list
+            return checkpoint_table(infos, None, title=f"{title} (no statuses: {err})")
+        return checkpoint_table(infos, status, title=title)
 
     def _show(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
         info = s.resolve(a.ref)
@@ -252,11 +271,20 @@ class CheckpointMagics(Magics):
         return f"pinned {s.pin(a.ref).id}"
 
     def _unpin(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
-        return f"unpinned {s.unpin(a.ref).id}"
+        was_pinned = s.resolve(a.ref).id in s.store.pins.ids()
+        info = s.unpin(a.ref)
+        return f"unpinned {info.id}" if was_pinned else f"{info.id} was not pinned"
 
     def _policy(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
         rules = {k: getattr(a, k) for k in ("keep_last", "keep_best", "monitor", "mode",
                                             "keep_every", "keep_within")}
+        if a.clear and any(v is not None for v in rules.values()):
+            raise UsageError("%checkpoint policy: --clear cannot be combined with rules")
+        if a.keep_best is not None and not a.monitor:
+            raise UsageError("%checkpoint policy: --keep-best needs --monitor METRIC, the "
+                             "metric to rank by (e.g. --keep-best 2 --monitor val_loss)")
+        if a.keep_best is None and (a.monitor or a.mode):
+            raise UsageError("%checkpoint policy: --monitor and --mode go with --keep-best N")
         if a.clear:
             s.set_policy(retention.Policy())
         elif any(v is not None for v in rules.values()):
@@ -266,12 +294,14 @@ class CheckpointMagics(Magics):
     def _auto(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
         from ..manager.training import Schedule
 
+        if a.off and (a.every or a.on_interrupt):
+            raise UsageError("%checkpoint auto: --off cannot be combined with other options")
         if a.off:
             s.auto_settings.enabled = s.auto_settings.on_interrupt = False
             s.schedule = Schedule()
             return "auto-checkpointing off"
         s.schedule = Schedule.parse(a.every) if a.every else s.schedule
-        s.auto_settings.enabled = True
+        s.start_auto()
         s.auto_settings.on_interrupt = a.on_interrupt or s.auto_settings.on_interrupt
         parts = ["after cells that change tracked state"]
         if s.schedule.active:
@@ -306,6 +336,17 @@ class CheckpointMagics(Magics):
         from .widget import CheckpointWidget
 
         return CheckpointWidget(s).view
+
+
+_OPTION_TERMS = {"strict=False": "--no-strict", "force=True": "--force",
+                 "allow_pickle=True": "--allow-pickle"}
+
+
+def _option_terms(message: str) -> str:
+    """Errors from the Python API name keyword arguments; the magic's users have options."""
+    for python, option in _OPTION_TERMS.items():
+        message = message.replace(python, option)
+    return message
 
 
 def _elapsed(info: Any) -> float:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..capture import RNG_NAME, classify
-from ..manager import Checkpointer
+from ..manager import Checkpointer, is_weights_file
 from ..types import CheckpointInfo, RestoreReport
 
 __all__ = ["NotebookCheckpointer", "get_session", "session"]
@@ -67,15 +67,25 @@ class NotebookCheckpointer(Checkpointer):
                 found[name] = self.namespace[name]
         return found
 
-    def remember(self, names: Iterable[str]) -> None:
-        """Track these names from now on (they must be bound)."""
+    def remember(self, names: Iterable[str]) -> list[str]:
+        """Track these names from now on (they must be bound); returns the newly added."""
+        names = list(names)
         missing = [n for n in names if n not in self.namespace]
         if missing:
             raise NameError(f"name {missing[0]!r} is not defined in the notebook; run the cell "
                             "that defines it first")
-        for name in names:
-            if name not in self.extra:
-                self.extra.append(name)
+        added = [n for n in dict.fromkeys(names) if n not in self.extra]
+        self.extra.extend(added)
+        return added
+
+    def forget(self, names: Iterable[str]) -> None:
+        self.extra = [n for n in self.extra if n not in set(names)]
+
+    def start_auto(self) -> None:
+        """Turn auto-checkpointing on; the current state is the baseline it compares to."""
+        if not self.auto_settings.enabled:
+            self._fingerprints = self._fingerprint_all()
+        self.auto_settings.enabled = True
 
     def _snapshot_all(self) -> Any:
         self.objects = self.discover()
@@ -97,9 +107,12 @@ class NotebookCheckpointer(Checkpointer):
 
     def restore_into_namespace(self, ref: str = "latest", **kwargs: Any) -> RestoreReport:
         """Restore into the objects bound to the saved names now; re-bind plain values."""
+        ns = self.namespace
+        if is_weights_file(ref):  # a plain state dict: into the notebook's modules
+            self.objects = {n: o for n, o in self.discover().items() if classify(o) == "module"}
+            return self.restore(ref, **kwargs)
         info = self.resolve(ref)
         saved = self.store.manifest(info.id)["objects"]
-        ns = self.namespace
         self.objects = {n: ns[n] for n in saved
                         if n != RNG_NAME and n in ns and saved[n]["kind"] != "value"}
         report = self.restore(info.id, **kwargs)
