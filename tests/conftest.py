@@ -34,3 +34,8 @@ def pythonpath_env() -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+# Loopback servers (moto S3, a fault-injecting proxy, an HTTP file server, a Hub stand-in),
+# registered once here so every test module can ask for them by name.
+from servers import faulty_s3, hf_hub, http_files, s3_server  # noqa: E402, F401

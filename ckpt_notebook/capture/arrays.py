@@ -17,17 +17,18 @@ _NP_TO_ST = {
 _ST_TO_NP = {v: k for k, v in _NP_TO_ST.items()}
 
 
-def ndarray_to_data(array: Any, where: str) -> TensorData:
-    """Copy ``array`` (the snapshot must not change later) into a C-contiguous buffer."""
+def ndarray_to_data(array: Any, where: str, *, copy: bool = True) -> TensorData:
+    """``array`` as C-contiguous bytes: a copy (a snapshot must not change later), or with
+    ``copy=False`` the array's own memory when it is already contiguous."""
     import numpy as np
 
     code = _NP_TO_ST.get(array.dtype.name)
     if code is None or array.dtype.byteorder == ">":
         raise CaptureError(f"cannot save {where}: numpy dtype {array.dtype} is not supported "
                            f"(use one of {', '.join(_NP_TO_ST)})")
-    copy = np.array(array, order="C", copy=True)
-    raw: Any = copy.reshape(-1).view(np.uint8)
-    return TensorData(code, tuple(copy.shape), memoryview(raw))
+    host = np.array(array, order="C", copy=True) if copy else np.ascontiguousarray(array)
+    raw: Any = host.reshape(-1).view(np.uint8)
+    return TensorData(code, tuple(host.shape), memoryview(raw))
 
 
 def data_to_ndarray(data: TensorData) -> Any:

@@ -52,8 +52,10 @@ def _state_of(obj: Any, kind: str) -> Any:
 
 
 def snapshot(name: str, obj: Any, *, allow_pickle: bool = False,
-             pool: Any = None) -> ObjectSnapshot:
-    """Copy ``obj``'s state now; later in-place changes to ``obj`` do not reach the snapshot."""
+             pool: Any = None, copy: bool = True) -> ObjectSnapshot:
+    """Copy ``obj``'s state now; later in-place changes to ``obj`` do not reach the snapshot.
+
+    ``copy=False`` reads CPU arrays in place: only for a caller that waits for the write."""
     kind = classify(obj)
     if kind == "value" and callable(obj) and not allow_pickle:
         raise CaptureError(
@@ -61,15 +63,15 @@ def snapshot(name: str, obj: Any, *, allow_pickle: bool = False,
             "load_state_dict) nor a plain value; give it those two methods, or pass "
             f"allow_pickle=True for {name!r}"
         )
-    enc = Encoder(name, allow_pickle=allow_pickle, pool=pool)
+    enc = Encoder(name, allow_pickle=allow_pickle, pool=pool, copy=copy)
     tree = enc.encode(_state_of(obj, kind))
     return ObjectSnapshot(name, kind, type_name(obj), tree, enc.tensors, enc.pickles, enc.waits)
 
 
-def snapshot_rng(pool: Any = None) -> ObjectSnapshot:
+def snapshot_rng(pool: Any = None, copy: bool = True) -> ObjectSnapshot:
     from .torch import capture_rng
 
-    enc = Encoder(RNG_NAME, pool=pool)
+    enc = Encoder(RNG_NAME, pool=pool, copy=copy)
     tree = enc.encode(capture_rng())
     return ObjectSnapshot(RNG_NAME, "rng", "rng", tree, enc.tensors, enc.pickles, enc.waits)
 

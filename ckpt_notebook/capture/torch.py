@@ -60,9 +60,10 @@ class BufferPool:
 
 
 def snapshot_tensor(t: torch.Tensor, *, where: str, pool: BufferPool | None = None,
-                    ) -> tuple[TensorData, str, Callable[[], None] | None]:
+                    copy: bool = True) -> tuple[TensorData, str, Callable[[], None] | None]:
     """Copy ``t`` to host memory now; returns its bytes, its device, and a wait (GPU copies
-    finish asynchronously; call the wait before reading the bytes)."""
+    finish asynchronously; call the wait before reading the bytes). With ``copy=False`` a
+    contiguous CPU tensor is read in place (for synchronous saves: the caller waits)."""
     if t.layout != torch.strided or t.is_quantized or t.is_nested:
         raise CaptureError(f"cannot save {where}: {t.layout} tensors are not supported; "
                            "convert it with .to_dense() first")
@@ -72,7 +73,9 @@ def snapshot_tensor(t: torch.Tensor, *, where: str, pool: BufferPool | None = No
     src = t.detach()
     device = str(src.device)
     wait: Callable[[], None] | None = None
-    if pool is not None:
+    if not copy and src.device.type == "cpu":
+        host = src.contiguous()
+    elif pool is not None:
         host = pool.take(where, src)
         host.copy_(src, non_blocking=src.device.type == "cuda")
     elif src.device.type == "cpu":

@@ -73,6 +73,7 @@ class Encoder:
     name: str
     allow_pickle: bool = False
     pool: Any = None
+    copy: bool = True  # False: CPU arrays are read in place (the caller waits for the write)
     tensors: list[TensorEntry] = field(default_factory=list)
     pickles: list[PickleEntry] = field(default_factory=list)
     waits: list[Callable[[], None]] = field(default_factory=list)
@@ -103,7 +104,7 @@ class Encoder:
             from . import torch as torch_capture
 
             data, device, wait = torch_capture.snapshot_tensor(value, where=self._where(path),
-                                                                pool=self.pool)
+                                                                pool=self.pool, copy=self.copy)
             if wait is not None:
                 self.waits.append(wait)
             self.tensors.append(TensorEntry(path, data, "torch", device))
@@ -111,8 +112,8 @@ class Encoder:
         if is_ndarray(value):
             from .arrays import ndarray_to_data
 
-            self.tensors.append(TensorEntry(path, ndarray_to_data(value, self._where(path)),
-                                            "numpy"))
+            data = ndarray_to_data(value, self._where(path), copy=self.copy)
+            self.tensors.append(TensorEntry(path, data, "numpy"))
             return {"__ndarray__": len(self.tensors) - 1}
         if isinstance(value, (bytes, bytearray)):
             return {"__bytes__": base64.b64encode(bytes(value)).decode()}

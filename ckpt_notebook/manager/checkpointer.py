@@ -143,7 +143,8 @@ class Checkpointer:
                                             f"{self.store.url}; names are write-once, pick "
                                             "another (e.g. add -v2)")
         cleaned = clean_metrics(metrics)
-        snaps = self._snapshot_all()
+        sync = not self.async_save if wait is None else wait
+        snaps = self._snapshot_all(copy=not sync)  # a synchronous save reads tensors in place
         self._fingerprints = self._fingerprint_all()
         self.history.flush(force=True)
         info = CheckpointInfo(
@@ -155,7 +156,6 @@ class Checkpointer:
             logical_bytes=sum(s.nbytes for s in snaps), notebook=notebook_path(),
             committed=False,
         )
-        sync = not self.async_save if wait is None else wait
         if sync:
             return self._write(info, snaps)
         if self._executor is None:
@@ -165,15 +165,15 @@ class Checkpointer:
             self._pending_id = info.id
         return info
 
-    def _snapshot_all(self) -> list[capture.ObjectSnapshot]:
+    def _snapshot_all(self, *, copy: bool = True) -> list[capture.ObjectSnapshot]:
         if self._pool is None:
             self._pool = _make_pool()
         snaps = []
         for obj_name, obj in self.objects.items():
-            snaps.append(capture.snapshot(obj_name, obj, pool=self._pool,
+            snaps.append(capture.snapshot(obj_name, obj, pool=self._pool, copy=copy,
                                           allow_pickle=self._pickle_ok(obj_name)))
         if self.rng:
-            snaps.append(capture.snapshot_rng(pool=self._pool))
+            snaps.append(capture.snapshot_rng(pool=self._pool, copy=copy))
         return snaps
 
     def _pickle_ok(self, name: str) -> bool:

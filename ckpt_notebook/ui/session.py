@@ -87,9 +87,9 @@ class NotebookCheckpointer(Checkpointer):
             self._fingerprints = self._fingerprint_all()
         self.auto_settings.enabled = True
 
-    def _snapshot_all(self) -> Any:
+    def _snapshot_all(self, *, copy: bool = True) -> Any:
         self.objects = self.discover()
-        return super()._snapshot_all()
+        return super()._snapshot_all(copy=copy)
 
     def _fingerprint_all(self) -> dict[str, Any]:
         self.objects = self.discover()
