@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck contracts pytest bench lab clean
+.PHONY: demo test lint typecheck contracts pytest bench lab clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,15 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(VENV)/bin/lint-imports
 
-pytest: $(STAMP)
+# The browser tests drive Debian's chromium with Playwright (Playwright's own downloads are
+# not used); install it when it is missing (needs root, as in CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		|| { echo "could not install chromium: run as root, or apt-get install chromium"; exit 1; }; }
+
+pytest: $(STAMP) browser
 	$(PY) -m pytest -q
 
 test: lint typecheck contracts pytest

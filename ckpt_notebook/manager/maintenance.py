@@ -14,9 +14,21 @@ from ..storage import GcReport, Store
 from ..types import CheckpointInfo
 from .refs import resolve_ref
 
-__all__ = ["PruneReport", "TensorChange", "delete", "diff", "load_policy", "pin", "prune",
-           "request_save",
-           "save_policy", "statuses", "unpin"]
+__all__ = [
+    "PruneReport",
+    "StorageSummary",
+    "TensorChange",
+    "delete",
+    "diff",
+    "load_policy",
+    "pin",
+    "prune",
+    "request_save",
+    "save_policy",
+    "statuses",
+    "storage_summary",
+    "unpin",
+]
 
 
 def load_policy(store: Store) -> retention.Policy:
@@ -156,3 +168,38 @@ def _content_id(entry: dict[str, Any]) -> tuple[str, str]:
 
 def _shape_text(entry: dict[str, Any]) -> str:
     return f"{entry['dtype']}{list(entry['shape'])}"
+
+
+@dataclass(frozen=True)
+class StorageSummary:
+    """How much the checkpoints take: logical vs stored bytes, and what pruning would free."""
+
+    checkpoints: int
+    logical_bytes: int
+    stored_bytes: int
+    prunable_checkpoints: int
+    prunable_bytes: int  # freed by pruning now: blobs only prunable checkpoints use
+
+    @property
+    def dedup_ratio(self) -> float:
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+
+def storage_summary(infos: list[CheckpointInfo], blob_maps: dict[str, dict[str, int]],
+                    prunable_ids: set[str]) -> StorageSummary:
+    """Summarize from each checkpoint's blob map (digest -> size, from its manifest)."""
+    sizes: dict[str, int] = {}
+    users: dict[str, int] = {}
+    kept_users: dict[str, int] = {}
+    for info in infos:
+        for digest, size in blob_maps.get(info.id, {}).items():
+            sizes[digest] = int(size)
+            users[digest] = users.get(digest, 0) + 1
+            if info.id not in prunable_ids:
+                kept_users[digest] = kept_users.get(digest, 0) + 1
+    freed = sum(size for d, size in sizes.items() if users[d] and not kept_users.get(d))
+    return StorageSummary(
+        checkpoints=len(infos), logical_bytes=sum(i.logical_bytes for i in infos),
+        stored_bytes=sum(sizes.values()),
+        prunable_checkpoints=sum(1 for i in infos if i.id in prunable_ids),
+        prunable_bytes=freed)

@@ -1,0 +1,236 @@
+"""The dashboard's state and actions: a param model over one store, testable without a
+browser. Views (views.py) only render it and call its actions.
+
+Every action returns an :class:`Outcome` (ok + one-line message) instead of raising, so the
+page shows a notification, never a traceback.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import param
+
+from ...errors import CkptError
+from ...manager import maintenance, resolve_ref
+from ...manager.copying import copy as copy_checkpoint
+from ...retention import Status, metric_mode
+from ...storage import Store
+from ...types import CheckpointInfo, format_bytes
+from ..render import short_time
+
+__all__ = ["DashboardModel", "Outcome"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    message: str
+
+
+def _outcome(action: Callable[[], str]) -> Outcome:
+    try:
+        return Outcome(True, action())
+    except (CkptError, ValueError, OSError) as err:
+        return Outcome(False, str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except Exception as err:  # the page must never show a traceback
+        return Outcome(False, f"{type(err).__name__}: {err}")
+
+
+class DashboardModel(param.Parameterized):
+    """Checkpoints of a store with their statuses, filters, plots data and actions."""
+
+    store_url = param.String(default="", doc="the store this dashboard shows")
+    run_filter = param.String(default="", doc="only this run ('' = all)")
+    tag_filter = param.String(default="", doc="only checkpoints with this tag ('' = all)")
+    selected = param.String(default="", doc="the checkpoint the details and actions are about")
+    compare_to = param.String(default="", doc="a second checkpoint to diff against")
+    version = param.Integer(default=0, doc="bumped on every refresh, for views to watch")
+
+    def __init__(self, store: str | Store | None = None, **params: Any) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        super().__init__(store_url=self.store.url, **params)
+        self.infos: list[CheckpointInfo] = []
+        self.statuses: dict[str, Status] = {}
+        self.pinned: set[str] = set()
+        self.verified: dict[str, bool] = {}
+        self.status_error = ""
+        self._manifests: dict[str, dict[str, Any]] = {}
+        self._lock = threading.RLock()
+        self.refresh()
+
+    # -- loading -------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Reload the listing; returns whether anything changed."""
+        with self._lock:
+            infos = self.store.list()
+            pinned = self.store.pins.ids()
+            try:
+                statuses, self.status_error = maintenance.statuses(self.store, infos), ""
+            except CkptError as err:
+                statuses, self.status_error = {}, str(err)
+            changed = ([i.id for i in infos] != [i.id for i in self.infos]
+                       or pinned != self.pinned or statuses != self.statuses)
+            self.infos, self.pinned, self.statuses = infos, pinned, statuses
+            live = {i.id for i in infos}
+            self._manifests = {k: v for k, v in self._manifests.items() if k in live}
+            if self.selected and self.selected not in live:
+                self.selected = ""
+        if changed:
+            self.version += 1
+        return changed
+
+    def manifest(self, ckpt_id: str) -> dict[str, Any]:
+        """Manifests are immutable: each is read once."""
+        with self._lock:
+            if ckpt_id not in self._manifests:
+                self._manifests[ckpt_id] = self.store.manifest(ckpt_id)
+            return self._manifests[ckpt_id]
+
+    # -- what the table shows -----------------------------------------------------------
+    @property
+    def runs(self) -> list[str]:
+        return sorted({i.run for i in self.infos if i.run})
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted({t for i in self.infos for t in i.tags})
+
+    @property
+    def metric_names(self) -> list[str]:
+        return sorted({k for i in self.infos for k in i.metrics})
+
+    def visible(self) -> list[CheckpointInfo]:
+        return [i for i in self.infos
+                if (not self.run_filter or i.run == self.run_filter)
+                and (not self.tag_filter or self.tag_filter in i.tags)]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per visible checkpoint, newest first, in the table's columns."""
+        metrics = self.metric_names
+        out = []
+        for i in reversed(self.visible()):
+            status = self.statuses.get(i.id)
+            verified = self.verified.get(i.id)
+            row: dict[str, Any] = {
+                "id": i.id, "name": i.name or "", "run": i.run or "", "step": i.step,
+                "created": short_time(i.created), "kind": i.kind,
+                "tags": ", ".join(i.tags),
+                **{f"metric: {m}": i.metrics.get(m) for m in metrics},
+                "size": format_bytes(i.logical_bytes), "new": format_bytes(i.new_bytes),
+                "status": status.label if status else "",
+                "pinned": i.id in self.pinned,
+                "verified": "" if verified is None else "ok" if verified else "FAILED",
+            }
+            out.append(row)
+        return out
+
+    # -- plots, details, diff, summary ---------------------------------------------------
+    def history(self, run: str) -> dict[str, Any]:
+        """Metric series of a run over steps, and where its checkpoints were saved."""
+        rows = self.store.history.read(run)
+        series: dict[str, tuple[list[int], list[float]]] = {}
+        for r in rows:
+            for key, value in (r.get("metrics") or {}).items():
+                if value is not None and r.get("step") is not None:
+                    xs, ys = series.setdefault(key, ([], []))
+                    xs.append(r["step"])
+                    ys.append(value)
+        marks = []
+        for i in self.infos:
+            if i.run == run and i.step is not None:
+                status = self.statuses.get(i.id)
+                best = bool(status and any(r.startswith("best") for r in status.reasons))
+                marks.append({"id": i.id, "step": i.step, "metrics": dict(i.metrics),
+                              "kept_best": best, "status": status.label if status else ""})
+        return {"series": series, "checkpoints": marks}
+
+    def details(self, ckpt_id: str) -> dict[str, Any]:
+        doc = self.manifest(ckpt_id)
+        info = doc["checkpoint"]
+        objects = []
+        for name, obj in doc["objects"].items():
+            tensors = obj.get("tensors", ())
+            objects.append({"object": name, "kind": obj["kind"], "type": obj["type"],
+                            "tensors": len(tensors),
+                            "dtypes": ", ".join(sorted({t["dtype"] for t in tensors})),
+                            "bytes": format_bytes(sum(t["nbytes"] for t in tensors))})
+        files = [{"file": rel, "bytes": format_bytes(int(e["size"]))}
+                 for rel, e in (doc.get("files") or {}).items()]
+        return {"info": info, "objects": objects, "files": files,
+                "library_versions": doc.get("library_versions", {}),
+                "restore_line": self.restore_line(ckpt_id)}
+
+    def diff(self, a: str, b: str) -> dict[str, Any]:
+        info_a, info_b, changes, same = maintenance.diff(self.store, a, b)
+        return {"from": info_a.id, "to": info_b.id, "same": same,
+                "changes": [{"object": c.object, "tensor": c.path, "change": c.change,
+                             "detail": c.detail} for c in changes]}
+
+    def summary(self) -> maintenance.StorageSummary:
+        prunable = {k for k, s in self.statuses.items() if not s.kept}
+        blob_maps = {i.id: self.manifest(i.id)["blobs"] for i in self.infos}
+        return maintenance.storage_summary(self.infos, blob_maps, prunable)
+
+    @staticmethod
+    def restore_line(ckpt_id: str) -> str:
+        return f"%checkpoint restore {ckpt_id}"
+
+    def best_direction(self, metric: str) -> str:
+        return metric_mode(metric)
+
+    # -- actions -------------------------------------------------------------------------
+    def _after(self, message: str) -> str:
+        self.refresh()
+        return message
+
+    def copy(self, ckpt_id: str, name: str, to: str = "",
+             progress: Callable[[int, int], None] | None = None) -> Outcome:
+        def run() -> str:
+            info = copy_checkpoint(ckpt_id, name.strip(), to=to.strip() or None,
+                                   store=self.store, progress=progress)
+            where = to.strip() or self.store.url
+            return self._after(f"copied {ckpt_id} to named checkpoint {info.id} in {where}")
+        return _outcome(run)
+
+    def pin(self, ckpt_id: str) -> Outcome:
+        return _outcome(lambda: self._after(f"pinned {maintenance.pin(self.store, ckpt_id).id}"))
+
+    def unpin(self, ckpt_id: str) -> Outcome:
+        return _outcome(
+            lambda: self._after(f"unpinned {maintenance.unpin(self.store, ckpt_id).id}"))
+
+    def delete(self, ckpt_id: str) -> Outcome:
+        """Delete an unnamed checkpoint (named ones are immutable here; use the CLI)."""
+        def run() -> str:
+            info = resolve_ref(self.store, ckpt_id)
+            if info.named:
+                raise CkptError(f"{info.id} is a named, immutable checkpoint; the dashboard "
+                                "does not delete those (ckpt delete NAME --force does)")
+            maintenance.delete(self.store, info.id, force=True)
+            return self._after(f"deleted {info.id}; its blobs are freed by prune or gc")
+        return _outcome(run)
+
+    def verify(self, ckpt_id: str) -> Outcome:
+        def run() -> str:
+            problems = self.store.verify(ckpt_id)
+            self.verified[ckpt_id] = not problems
+            self.version += 1
+            if problems:
+                raise CkptError("; ".join(str(p) for p in problems[:3]))
+            return f"{ckpt_id}: every blob verifies"
+        return _outcome(run)
+
+    def prune_preview(self) -> Outcome:
+        return _outcome(lambda: str(maintenance.prune(self.store, dry_run=True)))
+
+    def prune(self) -> Outcome:
+        return _outcome(lambda: self._after(str(maintenance.prune(self.store))))
+
+    def request_save(self) -> Outcome:
+        return _outcome(lambda: (maintenance.request_save(self.store, by="dashboard") and
+                                 "save requested: the running training loop saves at its "
+                                 "next step()"))
