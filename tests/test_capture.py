@@ -149,3 +149,29 @@ def test_device_mapping_to_target(store_dir: Path) -> None:
     target = mlp(seed=4).to(torch.float64)
     ckn.Checkpointer(store_dir, model=target, rng=False).restore()
     assert torch.equal(target[0].weight, model[0].weight)
+
+
+class HookedLinear(torch.nn.Linear):
+    """A module that customizes loading: restore must go through load_state_dict for it."""
+
+    loads = 0
+
+    def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        HookedLinear.loads += 1
+        super()._load_from_state_dict(*args, **kwargs)
+
+
+@pytest.mark.parametrize("hooked", [False, True])
+def test_large_tensors_restore_in_place_unless_loading_is_customized(store_dir: Path,
+                                                                     hooked: bool) -> None:
+    cls = HookedLinear if hooked else torch.nn.Linear
+    torch.manual_seed(0)
+    model = cls(1024, 512)  # a 2 MiB weight: a blob of its own, read straight into the model
+    ckn.Checkpointer(store_dir, model=model, rng=False).save(wait=True)
+    target = cls(1024, 512)
+    weight_storage = target.weight.data_ptr()
+    HookedLinear.loads = 0
+    ckn.Checkpointer(store_dir, model=target, rng=False).restore()
+    assert torch.equal(target.weight, model.weight) and torch.equal(target.bias, model.bias)
+    assert target.weight.data_ptr() == weight_storage  # same parameter memory, filled in place
+    assert HookedLinear.loads == (1 if hooked else 0)

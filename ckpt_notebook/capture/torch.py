@@ -188,6 +188,33 @@ def load_module(module: torch.nn.Module, state: Mapping[str, Any], *, strict: bo
     module.load_state_dict(state, strict=strict)
 
 
+def direct_targets(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's tensors that a restore may fill in place, by state-dict key: contiguous
+    CPU tensors of a module with no custom loading (hooks or ``_load_from_state_dict``).
+    Empty when the module customizes loading: then ``load_state_dict`` does all of it."""
+    base = torch.nn.Module
+    if type(module).load_state_dict is not base.load_state_dict:
+        return {}
+    for m in module.modules():
+        if (m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks
+                or type(m)._load_from_state_dict is not base._load_from_state_dict):
+            return {}
+    return {k: v for k, v in module.state_dict().items()
+            if isinstance(v, torch.Tensor) and v.device.type == "cpu" and v.is_contiguous()
+            and v.numel() > 0}
+
+
+def writable_memory(t: torch.Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, writable in place."""
+    raw: Any = t.reshape(-1).view(torch.uint8).numpy()
+    return memoryview(raw)
+
+
+def placeholder(dtype_code: str, shape: list[int]) -> torch.Tensor:
+    """A data-less stand-in (shape and dtype only) for checks before loading."""
+    return torch.empty(shape, dtype=ST_TO_TORCH[dtype_code], device="meta")
+
+
 def _few(keys: list[str]) -> str:
     return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
 

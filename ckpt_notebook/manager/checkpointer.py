@@ -42,6 +42,7 @@ from .maintenance import (
 )
 from .reading import export_weights, read_states, refuse_pickles, split_for_modules
 from .refs import is_weights_file, new_id, read_url_bytes, resolve_ref
+from .restoring import DirectReads, direct_reads, verify_blobs
 from .training import History, Schedule
 
 __all__ = ["Checkpointer"]
@@ -339,9 +340,12 @@ class Checkpointer:
         saved: dict[str, Any] = doc["objects"]
         plan = self._restore_plan(saved, weights_only=weights_only)
         refuse_pickles(info.id, saved, plan, allow_pickle)
-        states = read_states(self.store, info.id, saved, plan)
+        direct = direct_reads(info.id, saved, plan, self.objects)
+        states = read_states(self.store, info.id, saved, plan,
+                             placeholders={n: set(d.paths) for n, d in direct.items()})
+        verify_blobs(self.store.blobs, [item for d in direct.values() for item in d.blobs])
         reports = self._check_all(saved, states, strict)
-        self._load_all(saved, states, strict)
+        self._load_all(saved, states, strict, direct)
         rng_note = ""
         rng_restored = capture.RNG_NAME in states
         if rng_restored:
@@ -392,8 +396,9 @@ class Checkpointer:
         return reports
 
     def _load_all(self, saved: Mapping[str, Any], states: Mapping[str, Any],
-                  strict: bool) -> None:
-        """Non-modules first (a failure rolls them back), then the pre-checked modules."""
+                  strict: bool, direct: Mapping[str, DirectReads]) -> None:
+        """Non-modules first (a failure rolls them back), then the pre-checked modules (large
+        tensors read straight into them, the rest through ``load_state_dict``)."""
         names = [n for n in states if n != capture.RNG_NAME and saved[n]["kind"] != "value"]
         first = [n for n in names if saved[n]["kind"] != "module"]
         done: list[tuple[str, str, Any]] = []
@@ -410,9 +415,14 @@ class Checkpointer:
                     capture.load_into(name, kind, self.objects[name], backup, strict=False)
             raise
         for name in names:
-            if name not in first:
-                capture.load_into(name, "module", self.objects[name], states[name],
-                                  strict=strict)
+            if name in first:
+                continue
+            state = states[name]
+            if name in direct:
+                direct[name].read(self.store)
+                state = {k: v for k, v in state.items() if k not in direct[name].paths}
+            capture.load_into(name, "module", self.objects[name], state,
+                              strict=strict and name not in direct)
 
     def _restore_weights_file(self, ref: str, *, strict: bool) -> RestoreReport:
         from ..capture.torch import load_weights_file

@@ -15,15 +15,23 @@ __all__ = ["export_weights", "read_states", "refuse_pickles", "split_for_modules
 
 
 def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
-                names: Sequence[str]) -> dict[str, Any]:
-    """Read, verify and decode the saved state of ``names`` (blobs read in parallel)."""
+                names: Sequence[str],
+                placeholders: Mapping[str, set[str]] | None = None) -> dict[str, Any]:
+    """Read, verify and decode the saved state of ``names`` (blobs read in parallel).
+
+    Tensors listed in ``placeholders`` (object -> tensor paths) are not read: they decode to
+    data-less stand-ins, for a caller that reads them in place later.
+    """
     from ..capture.arrays import data_to_ndarray
     from ..storage import tensorfile
 
+    placeholders = placeholders or {}
     wanted: dict[str, int] = {}
     where: dict[str, str] = {}
     for name in names:
         for t in saved[name].get("tensors", ()):
+            if t["path"] in placeholders.get(name, ()):
+                continue
             wanted[t["blob"]] = t["blob_size"]
             where.setdefault(t["blob"], f"checkpoint {ckpt_id}: {name}: tensor {t['path']}")
     digests = list(wanted)
@@ -34,6 +42,11 @@ def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
         obj = saved[name]
         arrays = []
         for t in obj.get("tensors", ()):
+            if t["path"] in placeholders.get(name, ()):
+                from ..capture.torch import placeholder
+
+                arrays.append(placeholder(t["dtype"], t["shape"]))
+                continue
             data = files[t["blob"]][t["key"]]
             if t["array"] == "numpy":
                 arrays.append(data_to_ndarray(data))
