@@ -29,11 +29,14 @@ __all__ = [
 Kind = Literal["state", "files"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-NAME_RULE = "1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
+NAME_RULE = ("1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.', and not a REF "
+             "keyword (latest, last, best.<metric>)")
+_RESERVED = ("latest", "last")
 
 
 def is_valid_name(name: object) -> bool:
-    return isinstance(name, str) and bool(_NAME_RE.fullmatch(name)) and not name.startswith(".")
+    return (isinstance(name, str) and bool(_NAME_RE.fullmatch(name)) and not name.startswith(".")
+            and name not in _RESERVED and not name.startswith("best."))
 
 
 def validate_name(name: str) -> str:

@@ -38,7 +38,7 @@ STORE_FILE = "ckpt-store.json"
 STORE_FORMAT = "ckpt_notebook.store"
 LOCK_FILE = ".lock"
 _STORE_ENTRIES = {"blobs", "manifests", "tmp", "index.json", "pins", "policy.json", "requests",
-                  "runs"}
+                  "runs", STORE_FILE}
 _TMP_MAX_AGE_S = 24 * 3600  # on stores without locks, temp files older than this are leftovers
 
 
