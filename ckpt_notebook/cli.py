@@ -14,6 +14,12 @@
     ckpt delete REF [--force]            delete one checkpoint (named or pinned: --force)
     ckpt request-save [--tag T]...       ask the training loop on this store to save at
                                          its next step()
+    ckpt copy SRC --name NAME [--to URL] copy a folder, file, archive, URL or checkpoint into
+                                         a named, write-once checkpoint (in --to, or here)
+    ckpt copy SRC --to hf://owner/repo[@rev] [--pattern GLOB]... [--exclude GLOB]... [--dry-run]
+                                         upload a checkpoint's files or a folder to the Hub
+    ckpt get NAME DIR                    write a checkpoint's files into DIR (read-only);
+                                         a folder that still verifies is reused
 
 The retention policy is stored with the store (policy.json), so the CLI, the magics, the
 dashboard and every Checkpointer on the store apply the same one.
@@ -38,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import CkptError, StoreError
-from .types import CheckpointInfo, format_bytes
+from .types import NAME_RULE, CheckpointInfo, format_bytes, is_valid_name
+from .ui.progress import progress_bar
 
 if TYPE_CHECKING:
     from .retention import Policy, Status
@@ -46,7 +53,8 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-_LS_HEADER = ("ID", "RUN", "STEP", "CREATED", "METRICS", "SIZE", "NEW", "STATUS")
+_LS_HEADER = ("ID", "KIND", "RUN", "STEP", "CREATED", "METRICS", "SIZE", "NEW", "STATUS")
+Progress = Callable[[int, int], None]
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -59,11 +67,11 @@ def cmd_ls(store: Store, args: argparse.Namespace) -> int:
     if not infos:
         print(f"no checkpoints in {store.url} yet")
         return 0
-    rows = [(i.id + (" *" if i.named else ""), i.run or "-", _opt(i.step), short_time(i.created),
-             format_metrics(i.metrics), format_bytes(i.logical_bytes), format_bytes(i.new_bytes),
-             _label(status, i.id))
+    rows = [(i.id + (" *" if i.named else ""), i.kind, i.run or "-", _opt(i.step),
+             short_time(i.created), format_metrics(i.metrics), format_bytes(i.logical_bytes),
+             format_bytes(i.new_bytes), _label(status, i.id))
             for i in infos]
-    print(format_table(_LS_HEADER, rows, right=(2, 5, 6)))
+    print(format_table(_LS_HEADER, rows, right=(3, 6, 7)))
     if any(i.named for i in infos):
         print("* named (write-once, never pruned)")
     return 0
@@ -109,6 +117,7 @@ def cmd_show(store: Store, args: argparse.Namespace) -> int:
         ("created", f"{short_time(info.created)}  ({info.created})"),
         ("metrics", format_metrics(info.metrics)), ("tags", ", ".join(info.tags) or "-"),
         ("parent", info.parent or "-"), ("notebook", info.notebook or "-"),
+        ("source", info.source or "-"),
         ("size", f"{format_bytes(info.logical_bytes)} ({format_bytes(info.new_bytes)} new)"),
         ("blobs", str(len(doc["blobs"]))),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "-"),
@@ -122,7 +131,19 @@ def cmd_show(store: Store, args: argparse.Namespace) -> int:
                 for o in objects]
         print()
         print(format_table(("OBJECT", "KIND", "TYPE", "TENSORS", "BYTES"), rows, right=(3, 4)))
+    if files:
+        shown = sorted(files.items())[:_SHOW_FILES]
+        file_rows = [(path, format_bytes(int(e["size"])), "x" if e.get("executable") else "")
+                     for path, e in shown]
+        print()
+        print(format_table(("FILE", "SIZE", "EXEC"), file_rows, right=(1,)))
+        if len(files) > len(shown):
+            print(f"... and {len(files) - len(shown)} more (`ckpt get {info.id} DIR` writes "
+                  "them all)")
     return 0
+
+
+_SHOW_FILES = 50
 
 
 def cmd_verify(store: Store, args: argparse.Namespace) -> int:
@@ -283,6 +304,57 @@ def cmd_request_save(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_copy(store: Store, args: argparse.Namespace) -> int:
+    hub = (args.to or "").startswith("hf://")
+    if hub:
+        return _upload(store, args)
+    if args.pattern or args.exclude or args.dry_run:
+        raise ValueError("--pattern, --exclude and --dry-run go with Hub uploads "
+                         "(--to hf://owner/repo[@revision])")
+    if not args.name:
+        raise ValueError("ckpt copy needs --name NAME, the new checkpoint's name (or --to "
+                         "hf://owner/repo to upload to the Hub instead)")
+    from .manager import copying
+
+    with progress_bar(f"copy {args.name}", enabled=args.progress) as bar:
+        info = copying.copy(args.src, args.name, to=args.to, store=store, progress=bar)
+    where = args.to or store.url
+    what = "files" if info.kind == "files" else "training state"
+    print(f"copied {args.src} to {info.id} ({what}) in {where}: "
+          f"{format_bytes(info.logical_bytes)}, {format_bytes(info.new_bytes)} new")
+    return 0
+
+
+def _upload(store: Store, args: argparse.Namespace) -> int:
+    from .manager.hub import upload_to_hub
+
+    if args.name:
+        raise ValueError(f"--name is not used with a Hub upload: the files go to {args.to} as "
+                         "they are (leave --name out)")
+    with progress_bar(f"upload {args.src}",
+                      enabled=False if args.dry_run else args.progress) as bar:
+        report = upload_to_hub(args.src, args.to, store=store, patterns=args.pattern,
+                               excludes=args.exclude, dry_run=args.dry_run, progress=bar)
+    print(report)
+    return 0
+
+
+def cmd_dashboard(store: Store, args: argparse.Namespace) -> int:
+    from .ui.dashboard.app import run
+
+    args.store = store
+    return run(args)
+
+
+def cmd_get(store: Store, args: argparse.Namespace) -> int:
+    from .manager import copying
+
+    with progress_bar(f"get {args.ref}", enabled=args.progress) as bar:
+        report = copying.materialize_report(args.ref, args.dir, store=store, progress=bar)
+    print(report)
+    return 0
+
+
 # -- rendering --------------------------------------------------------------------------------
 def short_time(created: str) -> str:
     """``2024-05-01T12:00:00.123456+00:00`` -> ``2024-05-01 14:00:00`` in local time."""
@@ -343,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help=store_help)
     parser = argparse.ArgumentParser(
         prog="ckpt", description="Checkpoints of PyTorch training: list, inspect, diff, verify, "
-        "gc, export, and retention (policy, prune, pin, delete); ask a running loop to save. "
+        "gc, export, and retention (policy, prune, pin, delete); ask a running loop to save; "
+        "copy folders, files, archives and checkpoints into named ones, and get them back. "
         "REF: latest, best.<metric>[:min|max], an id, a name or an id prefix.")
     parser.add_argument("--store", metavar="URL", default=None, help=store_help)
     parser.add_argument("--version", action="version", version=f"ckpt_notebook {__version__}")
@@ -399,7 +472,42 @@ def build_parser() -> argparse.ArgumentParser:
             "to save at its next step()")
     p.add_argument("--tag", action="append", default=[], metavar="T",
                    help="a tag for the requested checkpoint (repeatable)")
+    progress_help = "show a progress bar (default: when stderr is a terminal)"
+    p = add("copy", cmd_copy, "copy a folder, file, archive (.zip .tar .tar.gz .tgz .tar.bz2, "
+            "extracted), URL or checkpoint REF into a named, write-once checkpoint; or upload "
+            "a checkpoint's files or a folder to a Hugging Face Hub repo (--to hf://...)")
+    p.add_argument("src", metavar="SRC", help="a folder, file, archive, URL or REF")
+    p.add_argument("--name", type=_checkpoint_name, metavar="NAME",
+                   help=f"the new checkpoint's name: {NAME_RULE}")
+    p.add_argument("--to", metavar="URL", help="another store (any fsspec URL; default: "
+                   "--store), or hf://owner/repo[@revision] to upload there")
+    p.add_argument("--pattern", action="append", default=[], metavar="GLOB",
+                   help="hf:// uploads: only files matching GLOB (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="hf:// uploads: leave out files matching GLOB (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="hf:// uploads: only list the files")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help=progress_help)
+    p = add("get", cmd_get, "write a checkpoint's files into a local folder (read-only "
+            "files); a folder that still verifies is reused, nothing else is overwritten")
+    p.add_argument("ref", metavar="NAME", help="a checkpoint name (or any REF)")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help=progress_help)
+    p = add("dashboard", cmd_dashboard, "serve the dashboard on 127.0.0.1 (Ctrl-C stops it)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; anything else is reachable "
+                        "from other machines, and is said so)")
+    p.add_argument("--show", action="store_true", help="open it in a browser")
     return parser
+
+
+def _checkpoint_name(text: str) -> str:
+    if not is_valid_name(text):
+        raise argparse.ArgumentTypeError(f"invalid checkpoint name {text!r}: names are "
+                                         f"{NAME_RULE}")
+    return text
 
 
 def _count(text: str) -> int:

@@ -98,8 +98,8 @@ def test_ls_table_oldest_first(capsys: pytest.CaptureFixture[str], store: Path,
     code, out, err = ckpt(capsys, "ls", "--store", str(store))
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "RUN", "STEP", "CREATED", "METRICS", "SIZE", "NEW",
-                                "STATUS"]
+    assert lines[0].split() == ["ID", "KIND", "RUN", "STEP", "CREATED", "METRICS", "SIZE",
+                                "NEW", "STATUS"]
     rows = lines[1:4]
     assert [r.split()[0] for r in rows] == ids
     assert "good *" in rows[1]
@@ -107,8 +107,9 @@ def test_ls_table_oldest_first(capsys: pytest.CaptureFixture[str], store: Path,
                                                  "kept: no policy"), strict=True)] == [True] * 3
     assert all(RUN in r for r in rows)
     assert "val_loss=0.5 acc=0.5" in rows[0]
-    assert [r.split()[2] if r.split()[1] != "*" else r.split()[3] for r in rows] == \
-        ["1", "2", "3"]
+    cells = [r.replace(" *", "").split() for r in rows]
+    assert [c[1] for c in cells] == ["state"] * 3
+    assert [c[3] for c in cells] == ["1", "2", "3"]
     assert lines[-1].startswith("* named")
 
 
@@ -769,3 +770,212 @@ def test_subprocess_verify_flipped_byte(store: Path) -> None:
     assert proc.returncode == 1
     assert proc.stdout.count("BAD ") >= 3
     assert_one_error_line(proc.stderr, "3 of 3")
+
+
+# -- copy and get -----------------------------------------------------------------------------
+def make_folder(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    (root / "config.json").write_text('{"layers": [4, 8]}')
+    (root / "weights.bin").write_bytes(bytes(range(256)) * 400)
+    run = root / "sub" / "run.sh"
+    run.write_text("#!/bin/sh\n")
+    run.chmod(0o755)
+    return root
+
+
+def folder_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".ckpt_notebook.json"}
+
+
+@pytest.fixture
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    return tmp_path / "xdg-cache"
+
+
+def test_copy_get_ls_show(capsys: pytest.CaptureFixture[str], store: Path, tmp_path: Path,
+                          cache_home: Path) -> None:
+    src = make_folder(tmp_path / "models")
+    code, out, err = ckpt(capsys, "copy", str(src), "--name", "resnet-v1", "--store", str(store))
+    assert (code, err) == (0, "")
+    assert out.startswith(f"copied {src} to resnet-v1 (files) in {store}")
+    assert "new" in out
+    code, out, err = ckpt(capsys, "get", "resnet-v1", str(tmp_path / "out"), "--store",
+                          str(store))
+    assert (code, err) == (0, "")
+    assert out.startswith("wrote resnet-v1 to") and "3 files" in out
+    assert folder_bytes(tmp_path / "out") == folder_bytes(src)
+    assert os.stat(tmp_path / "out" / "sub" / "run.sh").st_mode & 0o777 == 0o555
+    assert os.stat(tmp_path / "out" / "weights.bin").st_mode & 0o777 == 0o444
+    code, out, _ = ckpt(capsys, "get", "resnet-v1", str(tmp_path / "out"), "--store", str(store))
+    assert code == 0 and "already holds resnet-v1" in out and "nothing written" in out
+    code, out, _ = ckpt(capsys, "ls", "--store", str(store))
+    row = next(line for line in out.splitlines() if line.startswith("resnet-v1 *"))
+    assert row.split()[2:5] == ["files", "-", "-"] and row.endswith("named (immutable)")
+    code, out, _ = ckpt(capsys, "show", "resnet-v1", "--store", str(store))
+    assert code == 0
+    assert "kind      files" in out and f"source    {src}" in out
+    assert "sub/run.sh" in out and "FILE" in out
+
+
+def test_copy_a_ref_to_another_store(capsys: pytest.CaptureFixture[str], store: Path,
+                                     tmp_path: Path, cache_home: Path) -> None:
+    other = tmp_path / "other"
+    code, out, err = ckpt(capsys, "copy", "good", "--name", "good-v1", "--to", str(other),
+                          "--store", str(store))
+    assert (code, err) == (0, "")
+    assert "good-v1 (training state)" in out and str(other) in out
+    assert Store(str(other)).verify("good-v1") == []
+    code, out, _ = ckpt(capsys, "copy", "good", "--name", "good-v2", "--to", str(other),
+                        "--store", str(store))
+    assert code == 0 and out.rstrip().endswith("0 B new")
+    code, out, _ = ckpt(capsys, "get", "good-v1", str(tmp_path / "state"), "--store",
+                        str(other))
+    assert code == 0
+    assert {p.name for p in (tmp_path / "state").iterdir()} >= {"model.safetensors",
+                                                                 "manifest.json"}
+
+
+def test_copy_errors_are_one_line(capsys: pytest.CaptureFixture[str], store: Path,
+                                  tmp_path: Path, cache_home: Path) -> None:
+    src = make_folder(tmp_path / "models")
+    assert ckpt(capsys, "copy", str(src), "--name", "m", "--store", str(store))[0] == 0
+    cases: list[tuple[list[str], tuple[str, ...]]] = [
+        ([str(src), "--name", "m"], ("'m' already exists", "write-once")),
+        ([str(src), "--name", "good"], ("'good' already exists",)),
+        ([str(src)], ("needs --name",)),
+        ([str(src), "--name", "x", "--pattern", "*.bin"], ("--pattern", "hf://")),
+        ([str(src), "--name", "x", "--dry-run"], ("--dry-run",)),
+        ([str(src), "--name", "x", "--to", "hf://me/repo"], ("--name is not used",)),
+        ([str(tmp_path / "missing"), "--name", "x"], ("nothing to copy", "missing")),
+        ([str(src), "--to", "hf://only-owner"], ("bad Hugging Face URL",)),
+    ]
+    for argv, fragments in cases:
+        code, out, err = ckpt(capsys, "copy", *argv, "--store", str(store))
+        assert (code, out) == (1, ""), (argv, err)
+        assert_one_error_line(err, *fragments)
+    evil = tmp_path / "evil.tar"
+    import io
+    import tarfile
+    with tarfile.open(evil, "w") as tf:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 4
+        tf.addfile(info, io.BytesIO(b"evil"))
+    code, _, err = ckpt(capsys, "copy", str(evil), "--name", "evil", "--store", str(store))
+    assert code == 1
+    assert_one_error_line(err, "refusing", "../escape.txt")
+    assert not (tmp_path / "escape.txt").exists()
+    assert not Store(str(store)).exists("evil")
+    code, _, err = ckpt(capsys, "get", "m", str(src), "--store", str(store))
+    assert code == 1
+    assert_one_error_line(err, "not empty")
+    code, _, err = ckpt(capsys, "get", "nope-nope", str(tmp_path / "o"), "--store", str(store))
+    assert code == 1
+    assert_one_error_line(err, "nope-nope")
+
+
+@pytest.mark.parametrize("name", [".hidden", "a/b", "has space", "x" * 129, "é"])
+def test_copy_invalid_name_is_a_usage_error_with_the_rule(capsys: pytest.CaptureFixture[str],
+                                                         tmp_path: Path, name: str) -> None:
+    from ckpt_notebook.types import NAME_RULE
+
+    code, _, err = ckpt(capsys, "copy", str(tmp_path), "--name", name, "--store",
+                        str(tmp_path / "s"))
+    assert code == 2
+    assert NAME_RULE in err and "usage: ckpt copy" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_copy_progress_option(capsys: pytest.CaptureFixture[str], store: Path, tmp_path: Path,
+                              cache_home: Path) -> None:
+    src = make_folder(tmp_path / "models")
+    code, _, err = ckpt(capsys, "copy", str(src), "--name", "a", "--store", str(store))
+    assert (code, err) == (0, "")  # not a terminal: no bar
+    code, _, err = ckpt(capsys, "copy", str(src), "--name", "b", "--progress", "--store",
+                        str(store))
+    assert code == 0
+    assert "copy b" in err and "100%" in err
+    code, _, err = ckpt(capsys, "get", "b", str(tmp_path / "o"), "--progress", "--store",
+                        str(store))
+    assert code == 0 and "get b" in err and "100%" in err
+    code, _, err = ckpt(capsys, "get", "b", str(tmp_path / "o2"), "--no-progress", "--store",
+                        str(store))
+    assert (code, err) == (0, "")
+
+
+def test_copy_to_hub_dry_run(capsys: pytest.CaptureFixture[str], store: Path, tmp_path: Path,
+                             cache_home: Path) -> None:
+    src = make_folder(tmp_path / "models")
+    code, out, err = ckpt(capsys, "copy", str(src), "--to", "hf://me/repo@dev", "--pattern",
+                          "*.json", "--pattern", "sub/*", "--exclude", "*.sh", "--dry-run",
+                          "--store", str(store))
+    assert (code, err) == (0, "")
+    assert out.strip() == "would upload 1 file(s) to hf://me/repo@dev: config.json"
+    assert ckpt(capsys, "copy", str(src), "--name", "m", "--store", str(store))[0] == 0
+    code, out, _ = ckpt(capsys, "copy", "m", "--to", "hf://me/repo", "--dry-run", "--store",
+                        str(store))
+    assert code == 0
+    assert out.startswith("would upload 3 file(s)") and ".ckpt_notebook.json" not in out
+
+
+def test_named_copies_survive_prune_and_need_force(capsys: pytest.CaptureFixture[str],
+                                                   store: Path, tmp_path: Path,
+                                                   cache_home: Path) -> None:
+    src = make_folder(tmp_path / "models")
+    assert ckpt(capsys, "copy", str(src), "--name", "files-v1", "--store", str(store))[0] == 0
+    assert ckpt(capsys, "policy", "--keep-last", "1", "--store", str(store))[0] == 0
+    code, out, _ = ckpt(capsys, "prune", "--store", str(store))
+    assert code == 0
+    names = {i.id for i in Store(str(store)).list() if i.named}
+    assert names == {"good", "files-v1"}
+    code, _, err = ckpt(capsys, "delete", "files-v1", "--store", str(store))
+    assert code == 1
+    assert_one_error_line(err, "files-v1", "named", "--force")
+    code, out, _ = ckpt(capsys, "delete", "files-v1", "--force", "--store", str(store))
+    assert code == 0 and out.startswith("deleted files-v1")
+
+
+def test_subprocess_copy_and_get_do_not_import_torch(tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "models")
+    code = ("import sys\nfrom ckpt_notebook.cli import main\n"
+            f"s, src, out = {str(tmp_path / 's')!r}, {str(src)!r}, {str(tmp_path / 'o')!r}\n"
+            "for argv in (['copy', src, '--name', 'm'], ['get', 'm', out], ['ls'],"
+            " ['copy', 'm', '--name', 'm2']):\n"
+            "    assert main([*argv, '--store', s]) == 0, argv\n"
+            "    assert 'torch' not in sys.modules, f'ckpt {argv} imported torch'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "c")})
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_copy_faces_against_a_hub(capsys: pytest.CaptureFixture[str], hf_hub: Any,
+                                  tmp_path: Path, cache_home: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ckpt copy hf://...` imports a Hub repo; `ckpt copy NAME --to hf://...` uploads one."""
+    hf_hub.patch(monkeypatch, tmp_path / "hf")
+    hf_hub.add_files("owner/src", {"config.json": b'{"a": 1}', "w/model.bin": b"\x01" * 5000})
+    hf_hub.create_repo("owner/dst")
+    store = tmp_path / "store"
+    code, out, err = ckpt(capsys, "copy", "hf://owner/src", "--name", "from-hub", "--store",
+                          str(store))
+    assert (code, err) == (0, "")
+    assert out.startswith("copied hf://owner/src to from-hub (files)")
+    code, out, err = ckpt(capsys, "copy", "from-hub", "--to", "hf://owner/dst", "--exclude",
+                          "*.json", "--store", str(store))
+    assert (code, err) == (0, ""), err
+    assert out.startswith("uploaded 1 file(s) to hf://owner/dst")
+    assert hf_hub.files("owner/dst") == {"w/model.bin": b"\x01" * 5000}
+
+
+def test_dashboard_busy_port_is_one_line(capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["dashboard", "--store", str(tmp_path / "s"), "--port", str(port)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and f"port {port} is in use" in err[0]

@@ -709,3 +709,15 @@ def test_restore_shape_mismatch_strict_and_not(ip: InteractiveShell) -> None:
     assert "--no-strict" in message and "strict=False" not in message
     ip.run_line_magic("checkpoint", "restore --no-strict")
     assert torch.equal(bigger.weight, before)  # the mismatched tensors were skipped
+
+
+def test_dashboard_magic_displays_the_panel_app(ip: InteractiveShell,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import panel as pn
+
+    ip.push({"model": torch.nn.Linear(3, 2)})
+    magic(ip, "save --tag <b>x</b>")
+    shown: list[object] = []
+    monkeypatch.setattr("ckpt_notebook.ui.magics.display", shown.append)
+    ip.run_line_magic("checkpoint", "dashboard")
+    assert len(shown) == 1 and isinstance(shown[0], pn.viewable.Viewable)

@@ -113,6 +113,7 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--on-interrupt", action="store_true", help="save when a cell is stopped")
     p.add_argument("--off", action="store_true")
     parser("widget", "Show the checkpoint widget.")
+    parser("dashboard", "Show the checkpoint dashboard (Panel) in the notebook.")
     p = parser("copy", "Copy a folder, file, archive, URL or checkpoint to a named checkpoint.")
     p.add_argument("src", metavar="SRC")
     p.add_argument("--name", help="the new checkpoint's name (not needed for hf:// uploads)")
@@ -135,7 +136,7 @@ USAGE = """%checkpoint SUBCOMMAND [options]   (%checkpoint SUBCOMMAND -h for one
          [--keep-every STEPS] [--keep-within DURATION] [--clear]
   auto [--every N | --every 10min] [--on-interrupt] | auto --off
   copy SRC --name NAME [--to URL] | copy SRC --to hf://owner/repo[@rev] | use NAME
-  widget
+  widget | dashboard
 
 REF: latest, best.<metric>[:min|max], an id, a name, or a .safetensors/.pt path."""
 
@@ -151,6 +152,7 @@ class CheckpointMagics(Magics):
             "verify": self._verify, "prune": self._prune, "delete": self._delete,
             "pin": self._pin, "unpin": self._unpin, "policy": self._policy,
             "auto": self._auto, "widget": self._widget, "copy": self._copy, "use": self._use,
+            "dashboard": self._dashboard,
         }
 
     @line_magic
@@ -166,7 +168,7 @@ class CheckpointMagics(Magics):
         %checkpoint auto [--every N | --every 10min] [--on-interrupt] | --off
         %checkpoint copy SRC --name NAME [--to URL]
         %checkpoint use NAME
-        %checkpoint widget
+        %checkpoint widget | dashboard
 
         With no VAR, save includes every torch Module, Optimizer, LR scheduler and
         GradScaler bound to a public name, the RNG states, and step/epoch/global_step.
@@ -331,6 +333,12 @@ class CheckpointMagics(Magics):
         with progress_bar(f"get {a.name}") as bar:
             path = use(a.name, store=s.store, progress=bar)
         return f"{a.name} is at {path} (${PATH_ENV})"
+
+    def _dashboard(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        from .dashboard.app import inline
+
+        s.wait()
+        return inline(s.store)
 
     def _widget(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
         from .widget import CheckpointWidget

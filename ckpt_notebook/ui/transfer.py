@@ -25,13 +25,19 @@ def copy(src: str | os.PathLike[str], name: str | None = None, to: str | None = 
     With ``to="hf://owner/repo[@rev]"`` the files are uploaded to that Hub repo instead
     (``patterns``/``excludes`` filter them, ``dry_run`` lists them); ``name`` is not needed.
     """
-    if to is not None and str(to).startswith("hf://"):
-        from ..storage import Store
+    from ..storage import Store
 
+    if to is not None and str(to).startswith("hf://"):
+        if name is not None:
+            raise ValueError(f"a Hub upload takes no name: the files go to {to} as they are "
+                             "(leave the name out)")
         with progress_bar(f"upload {src}", enabled=progress) as bar:
-            return upload_to_hub(os.fspath(src), str(to), store=Store(store) if not
-                                 isinstance(store, Store) else store, patterns=patterns,
-                                 excludes=excludes, dry_run=dry_run, progress=bar)
+            return upload_to_hub(os.fspath(src), str(to), store=store if isinstance(
+                store, Store) else Store(store), patterns=patterns, excludes=excludes,
+                dry_run=dry_run, progress=bar)
+    if patterns or excludes or dry_run:
+        raise ValueError("patterns, excludes and dry_run apply to Hub uploads only "
+                         "(to='hf://owner/repo[@revision]')")
     if name is None:
         raise ValueError("copy needs a name for the new checkpoint (name=...)")
     with progress_bar(f"copy {name}", enabled=progress) as bar:

@@ -1,0 +1,264 @@
+"""The dashboard end to end: ``ckpt dashboard`` served on 127.0.0.1 in a subprocess, driven
+by Debian's chromium through Playwright (``executable_path``; Playwright's own browser
+downloads are not used). Saves the screenshot the README shows (docs/screenshots/)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import pythonpath_env
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("CKPT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshots" / "dashboard.png"
+EVIL_TAG = "<img src=x onerror=window.__xss=1><b>bold</b>"
+EVIL_METRIC = "<u>acc</u>"
+EVIL_RUN = "<i>run</i>-a"
+WAIT_MS = 15_000
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason="chromium is not installed (make browser installs it)")
+
+SAVE_FROM_ANOTHER_PROCESS = """
+import sys, torch
+from ckpt_notebook import Checkpointer
+ck = Checkpointer(sys.argv[1], run="live", model=torch.nn.Linear(4, 2), rng=False,
+                  async_save=False)
+ck.step(1, {"loss": 0.5})
+print(ck.save(step=1, metrics={"loss": 0.5}, tags=["from-elsewhere"]).id, flush=True)
+"""
+
+
+def make_store(root: Path) -> list[str]:
+    """Two runs with metric history, a tag and a metric name holding HTML, and a retention
+    policy that makes some checkpoints prunable and one the kept best."""
+    import torch
+
+    from ckpt_notebook import Checkpointer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ids = []
+    a = Checkpointer(root, run=EVIL_RUN, model=model, optimizer=opt, rng=False,
+                     async_save=False)
+    for step in range(1, 101):
+        with torch.no_grad():
+            model[0].weight.add_(0.001)
+        loss = 1.0 / math.sqrt(step) + 0.02 * math.sin(step)
+        metrics = {"loss": loss, EVIL_METRIC: 1 - loss / 2}
+        a.step(step, metrics)
+        if step % 20 == 0:
+            tags = [EVIL_TAG] if step == 40 else ["warmup"] if step == 20 else []
+            ids.append(a.save(step=step, metrics=metrics, tags=tags).id)
+    a.history.flush(force=True)
+    b = Checkpointer(root, run="run-b", model=model, rng=False, async_save=False)
+    for step in range(1, 51):
+        b.step(step, {"loss": 2.0 / math.sqrt(step)})
+        if step % 25 == 0:
+            ids.append(b.save(step=step, metrics={"loss": 2.0 / math.sqrt(step)}).id)
+    b.history.flush(force=True)
+    b.set_policy(keep_last=2, keep_best=1, monitor="loss")
+    return ids
+
+
+class Server:
+    """``python -m ckpt_notebook.ui.dashboard.app --store STORE`` with its output collected."""
+
+    def __init__(self, store: Path) -> None:
+        self.lines: list[str] = []
+        self.url_seen = threading.Event()
+        self.url = ""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ckpt_notebook.ui.dashboard.app", "--store", str(store)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=pythonpath_env())
+        threading.Thread(target=self._drain, daemon=True).start()
+        if not self.url_seen.wait(60):
+            self.stop()
+            raise AssertionError("the dashboard did not start:\n" + "".join(self.lines))
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            found = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+            if found and not self.url:
+                self.url = found.group(1)
+                self.url_seen.set()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    root = tmp_path_factory.mktemp("dashboard") / "store"
+    return root, make_store(root)
+
+
+@pytest.fixture(scope="module")
+def server(store: tuple[Path, list[str]]) -> Iterator[Server]:
+    srv = Server(store[0])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def page(server: Server) -> Iterator[Any]:
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(WAIT_MS)
+        pg.requested = []  # type: ignore[attr-defined]
+        pg.errors = []  # type: ignore[attr-defined]
+        pg.on("request", lambda r: pg.requested.append(r.url))
+        pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+        pg.goto(server.url)
+        yield pg
+        browser.close()
+
+
+def row(page: Any, text: str) -> Any:
+    """The main table's row holding ``text``."""
+    return page.locator(".tabulator-row", has_text=text).first
+
+
+def test_rows_plot_and_offline_resources(page: Any, server: Server,
+                                         store: tuple[Path, list[str]]) -> None:
+    _, ids = store
+    for ckpt in ids:
+        row(page, ckpt).wait_for()
+    assert "kept: best loss #1" in row(page, ids[4]).inner_text()
+    assert "prunable" in row(page, ids[0]).inner_text()
+    page.locator("canvas").first.wait_for()  # the metric plot (Bokeh draws on a canvas)
+    page.get_by_text("prunable now:").wait_for()  # the storage summary, loaded after
+    origin = server.url.rstrip("/")
+    outside = [u for u in page.requested
+               if not u.startswith((origin, "ws://127.0.0.1", "blob:", "data:"))]
+    assert outside == [], "the page must work offline"
+    assert page.errors == []
+
+
+def test_user_strings_render_as_text(page: Any, store: tuple[Path, list[str]]) -> None:
+    _, ids = store
+    cell = row(page, ids[1]).locator(".tabulator-cell", has_text="onerror")
+    assert cell.inner_text().strip() == EVIL_TAG
+    assert page.evaluate("window.__xss") is None
+    assert page.locator(".tabulator b").count() == 0  # no <b> element was made from the tag
+    header = page.locator(".tabulator-col-title", has_text="acc").first
+    assert header.inner_text().strip() == EVIL_METRIC
+    assert page.locator(".tabulator-col-title u").count() == 0
+    assert row(page, ids[0]).locator(".tabulator-cell", has_text="run").first.inner_text() \
+        == EVIL_RUN
+    # the same strings in the details pane
+    row(page, ids[1]).click()
+    page.get_by_text(f"tags: {EVIL_TAG}").wait_for()
+    assert page.evaluate("window.__xss") is None
+
+
+def test_filter_by_run_and_tag(page: Any, store: tuple[Path, list[str]]) -> None:
+    _, ids = store
+    selects = page.locator("select")
+    run_select, tag_select = selects.nth(0), selects.nth(1)
+    option = run_select.locator("option", has_text="run</i>")
+    assert option.inner_text() == EVIL_RUN  # option labels are text too
+    tag_select.select_option(label=EVIL_TAG)
+    row(page, ids[0]).wait_for(state="detached")
+    assert page.locator(".tabulator-row", has_text="2026").count() <= 1
+    row(page, ids[1]).wait_for()
+    tag_select.select_option(label="all tags")
+    run_select.select_option(label="run-b")
+    row(page, ids[1]).wait_for(state="detached")
+    row(page, ids[5]).wait_for()
+    run_select.select_option(label="all runs")
+    row(page, ids[0]).wait_for()
+
+
+def test_copy_to_a_named_checkpoint(page: Any, store: tuple[Path, list[str]]) -> None:
+    _, ids = store
+    row(page, ids[2]).click()
+    page.locator("pre", has_text=f"run {EVIL_RUN}  step 60").first.wait_for()
+    page.get_by_placeholder("e.g. baseline-v1").fill("baseline-v1")
+    page.get_by_role("button", name="Copy to name").click()
+    named = row(page, "baseline-v1")
+    named.wait_for()
+    assert "named (immutable)" in named.inner_text()
+    page.locator(".notyf__toast", has_text="baseline-v1").first.wait_for()
+
+
+def test_errors_are_notifications(page: Any, store: tuple[Path, list[str]]) -> None:
+    _, ids = store
+    row(page, ids[3]).click()
+    page.get_by_placeholder("e.g. baseline-v1").fill("<b>no</b>")
+    page.get_by_role("button", name="Copy to name").click()
+    toast = page.locator(".notyf__toast", has_text="invalid checkpoint name").first
+    toast.wait_for()
+    assert "<b>no</b>" in toast.inner_text()  # quoted as text, not made bold
+    assert "Traceback" not in page.content()
+    page.get_by_placeholder("e.g. baseline-v1").fill("")
+
+
+def test_pin_and_screenshot(page: Any, store: tuple[Path, list[str]]) -> None:
+    _, ids = store
+    row(page, ids[4]).click()
+    page.get_by_role("button", name="Pin", exact=True).click()
+    pinned = page.locator(".tabulator-row", has_text="kept: pinned").first
+    pinned.wait_for()
+    assert ids[4] in pinned.inner_text()
+    page.get_by_role("button", name="Diff").click()  # against its parent
+    page.get_by_text("1 tensors differ").wait_for()
+    page.get_by_text(EVIL_RUN, exact=True).last.click()  # its metrics tab
+    page.locator("canvas").first.wait_for()
+    page.locator(".notyf__toast").last.wait_for(state="detached", timeout=WAIT_MS)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_verify_and_delete_with_confirmation(page: Any, store: tuple[Path, list[str]]) -> None:
+    _, ids = store
+    row(page, ids[0]).click()
+    page.get_by_role("button", name="Verify").click()
+    page.get_by_text("every blob verifies").first.wait_for()
+    page.get_by_role("button", name="Delete...").click()
+    page.get_by_text(f"Delete {ids[0]}?").wait_for()
+    assert row(page, ids[0]).count() == 1  # nothing happens before the confirmation
+    page.get_by_role("button", name="Yes, delete").click()
+    row(page, ids[0]).wait_for(state="detached")
+    row(page, "baseline-v1").click()
+    page.get_by_text("(named baseline-v1)").wait_for()
+    playwright_sync.expect(page.get_by_role("button", name="Delete...")).to_be_disabled()
+
+
+def test_a_save_from_another_process_appears_live(page: Any, store: tuple[Path, list[str]],
+                                                  ) -> None:
+    root, _ = store
+    proc = subprocess.run([sys.executable, "-c", SAVE_FROM_ANOTHER_PROCESS, str(root)],
+                          capture_output=True, text=True, env=pythonpath_env(), timeout=120,
+                          check=True)
+    new_id = proc.stdout.split()[-1]
+    saved = time.monotonic()
+    row(page, new_id).wait_for()  # no reload: the watcher pushes it
+    print(f"new checkpoint shown {time.monotonic() - saved:.2f}s after the saving "
+          "process exited")
+    assert "from-elsewhere" in row(page, new_id).inner_text()

@@ -1,0 +1,493 @@
+"""The dashboard without a browser: the param model (statuses, filters, rows, history,
+details, diff, summary, actions as one-line outcomes), the views built over it, the store
+watcher and ``serve``'s address handling."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import pythonpath_env
+
+from ckpt_notebook import Checkpointer, Store
+from ckpt_notebook.storage.blobs import blob_path
+from ckpt_notebook.ui.dashboard.model import DashboardModel, Outcome
+
+TAG = "<b>x</b>"
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+def _train(root: Path | str) -> dict[str, str]:
+    """Run ``a`` saves at steps 10..40 (loss 0.5, 0.2, 0.4, 0.3), run ``b`` once at step 5;
+    policy: keep the newest and the best by loss. Returns ids by ``run/step``."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 512), torch.nn.ReLU(),
+                                torch.nn.Linear(512, 512))  # a 1 MiB weight, never changed
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ids = {}
+    a = Checkpointer(root, run="a", model=model, optimizer=opt, rng=False, async_save=False)
+    losses = {10: 0.5, 20: 0.2, 30: 0.4, 40: 0.3}
+    for step in range(1, 41):
+        a.step(step, {"loss": 1.0 / step})
+        if step in losses:
+            with torch.no_grad():
+                model[0].weight.add_(0.01)  # the first layer changes; the last one does not
+            tags = ["good"] if step == 20 else [TAG] if step == 40 else []
+            ids[f"a/{step}"] = a.save(step=step, metrics={"loss": losses[step]}, tags=tags).id
+    a.history.flush(force=True)
+    b = Checkpointer(root, run="b", model=model, rng=False, async_save=False)
+    ids["b/5"] = b.save(step=5, metrics={"loss": 0.9}, tags=["other"]).id
+    b.set_policy(keep_last=1, keep_best=1, monitor="loss")
+    return ids
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("dash-template") / "store"
+    return root, _train(root)
+
+
+@pytest.fixture
+def store(template: tuple[Path, dict[str, str]], tmp_path: Path) -> Path:
+    dest = tmp_path / "store"
+    shutil.copytree(template[0], dest)
+    return dest
+
+
+@pytest.fixture
+def ids(template: tuple[Path, dict[str, str]]) -> dict[str, str]:
+    return dict(template[1])
+
+
+@pytest.fixture
+def model(store: Path) -> DashboardModel:
+    return DashboardModel(str(store))
+
+
+def by_id(model: DashboardModel) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in model.rows()}
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll ``check`` until it returns something truthy (a timeout, not a timing test)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def assert_failed(outcome: Outcome, *fragments: str) -> None:
+    assert outcome.ok is False
+    assert "\n" not in outcome.message and "Traceback" not in outcome.message
+    for fragment in fragments:
+        assert fragment in outcome.message
+
+
+# -- the table --------------------------------------------------------------------------------
+def test_statuses(model: DashboardModel, ids: dict[str, str]) -> None:
+    rows = by_id(model)
+    assert rows[ids["b/5"]]["status"].startswith("kept: latest")
+    assert rows[ids["a/20"]]["status"] == "kept: best loss #1"
+    for key in ("a/10", "a/30", "a/40"):
+        assert rows[ids[key]]["status"] == "prunable"
+    assert model.status_error == ""
+
+
+def test_rows_newest_first_with_columns(model: DashboardModel, ids: dict[str, str]) -> None:
+    rows = model.rows()
+    assert [r["id"] for r in rows] == [ids[k] for k in ("b/5", "a/40", "a/30", "a/20",
+                                                         "a/10")]
+    first = rows[1]
+    assert first["run"] == "a" and first["step"] == 40 and first["metric: loss"] == 0.3
+    assert first["tags"] == TAG  # raw: the views escape, the model keeps what users wrote
+    assert first["size"].endswith("B") and first["new"].endswith("B")
+    assert first["pinned"] is False and first["verified"] == "" and first["kind"] == "state"
+    assert model.metric_names == ["loss"]
+    assert model.runs == ["a", "b"]
+    assert model.tags == sorted(["good", TAG, "other"])
+
+
+def test_filters(model: DashboardModel, ids: dict[str, str]) -> None:
+    model.run_filter = "b"
+    assert [r["id"] for r in model.rows()] == [ids["b/5"]]
+    model.run_filter = "a"
+    model.tag_filter = "good"
+    assert [r["id"] for r in model.rows()] == [ids["a/20"]]
+    model.run_filter = ""
+    model.tag_filter = TAG
+    assert [r["id"] for r in model.rows()] == [ids["a/40"]]
+    model.tag_filter = "no-such-tag"
+    assert model.rows() == []
+
+
+# -- plots, details, diff, summary ---------------------------------------------------------------
+def test_history_marks_checkpoints_and_best(model: DashboardModel, ids: dict[str, str]) -> None:
+    hist = model.history("a")
+    xs, ys = hist["series"]["loss"]
+    assert xs == list(range(1, 41)) and ys[0] == 1.0
+    marks = {m["id"]: m for m in hist["checkpoints"]}
+    assert set(marks) == {ids[f"a/{s}"] for s in (10, 20, 30, 40)}
+    assert marks[ids["a/20"]]["kept_best"] and marks[ids["a/20"]]["best_of"] == ["loss"]
+    assert not marks[ids["a/30"]]["kept_best"] and marks[ids["a/30"]]["best_of"] == []
+    assert model.history("b")["series"] == {}  # saved without step(): no history
+
+
+def test_details(model: DashboardModel, ids: dict[str, str]) -> None:
+    d = model.details(ids["a/20"])
+    objects = {o["object"]: o for o in d["objects"]}
+    assert objects["model"]["tensors"] == 4 and objects["model"]["dtypes"] == "F32"
+    assert objects["model"]["kind"] == "module"
+    assert "optimizer" in objects
+    assert d["info"]["tags"] == ["good"] and d["info"]["run"] == "a"
+    assert "torch" in d["library_versions"]
+    assert d["restore_line"] == f"%checkpoint restore {ids['a/20']}"
+    assert d["files"] == []
+
+
+def test_diff(model: DashboardModel, ids: dict[str, str]) -> None:
+    d = model.diff(ids["a/10"], ids["a/20"])
+    changed = {(c["object"], c["tensor"]) for c in d["changes"]}
+    assert ("model", "0.weight") in changed
+    assert ("model", "2.weight") not in changed and d["same"] >= 3
+    assert model.diff(ids["a/10"], ids["a/10"])["changes"] == []
+
+
+def test_summary(model: DashboardModel) -> None:
+    s = model.summary()
+    assert s.checkpoints == 5
+    assert s.logical_bytes == sum(i.logical_bytes for i in model.infos)
+    assert 0 < s.stored_bytes < s.logical_bytes and s.dedup_ratio > 1
+    assert s.prunable_checkpoints == 3 and s.prunable_bytes > 0
+
+
+# -- actions ----------------------------------------------------------------------------------
+def test_copy_to_a_named_checkpoint(model: DashboardModel, ids: dict[str, str],
+                                    tmp_path: Path) -> None:
+    version = model.version
+    seen: list[tuple[int, int]] = []
+    out = model.copy(ids["a/20"], " best-v1 ", progress=lambda d, t: seen.append((d, t)))
+    assert out.ok, out.message
+    assert "best-v1" in out.message
+    assert by_id(model)["best-v1"]["status"] == "named (immutable)"
+    assert model.version > version
+    again = model.copy(ids["a/30"], "best-v1")
+    assert_failed(again, "already exists")
+    assert_failed(model.copy(ids["a/30"], "bad name!"), "invalid checkpoint name")
+    assert_failed(model.copy("nope-nope", "x1"), "nope-nope")
+    elsewhere = tmp_path / "elsewhere"
+    out = model.copy(ids["a/20"], "shared", str(elsewhere))
+    assert out.ok, out.message
+    assert Store(str(elsewhere)).exists("shared") and not model.store.exists("shared")
+
+
+def test_pin_and_unpin(model: DashboardModel, ids: dict[str, str]) -> None:
+    ckpt = ids["a/10"]
+    assert model.pin(ckpt).ok
+    row = by_id(model)[ckpt]
+    assert row["pinned"] is True and row["status"].startswith("kept: pinned")
+    assert model.unpin(ckpt).ok
+    assert by_id(model)[ckpt]["status"] == "prunable"
+    assert_failed(model.pin("no-such-checkpoint"), "no-such-checkpoint")
+
+
+def test_delete(model: DashboardModel, ids: dict[str, str]) -> None:
+    ckpt = ids["a/30"]
+    model.selected = ckpt
+    out = model.delete(ckpt)
+    assert out.ok, out.message
+    assert ckpt not in by_id(model) and model.selected == ""
+    assert model.copy(ids["a/20"], "keeper").ok
+    assert_failed(model.delete("keeper"), "named", "immutable")
+    assert "keeper" in by_id(model)
+    assert_failed(model.delete(ckpt), ckpt)
+
+
+def test_verify(model: DashboardModel, ids: dict[str, str], store: Path) -> None:
+    good, bad = ids["a/20"], ids["b/5"]
+    assert model.verify(good).ok
+    doc = model.store.manifest(bad)
+    digest = max(doc["blobs"], key=lambda d: doc["blobs"][d])
+    blob = store / blob_path(digest)
+    os.chmod(blob, 0o644)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    assert_failed(model.verify(bad), bad)
+    rows = by_id(model)
+    assert rows[good]["verified"] == "ok" and rows[bad]["verified"] == "FAILED"
+
+
+def test_prune_preview_and_prune(model: DashboardModel, ids: dict[str, str]) -> None:
+    preview = model.prune_preview()
+    assert preview.ok and preview.message.startswith("would remove 3 checkpoint(s)")
+    assert len(model.rows()) == 5
+    out = model.prune()
+    assert out.ok and out.message.startswith("removed 3 checkpoint(s)")
+    assert {r["id"] for r in model.rows()} == {ids["a/20"], ids["b/5"]}
+    assert model.prune_preview().message == "nothing to prune"
+
+
+def test_request_save(model: DashboardModel) -> None:
+    out = model.request_save()
+    assert out.ok and "next step()" in out.message
+    assert len(model.store.requests.pending()) == 1
+
+
+def test_refresh_sees_other_writers(model: DashboardModel, store: Path) -> None:
+    assert model.refresh() is False
+    version = model.version
+    Checkpointer(str(store), run="c", model=torch.nn.Linear(2, 2), rng=False,
+                 async_save=False).save(step=1)
+    assert model.refresh() is True and model.version == version + 1
+    assert "c" in model.runs
+
+
+def test_unexpected_errors_are_one_line_outcomes(model: DashboardModel,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckpt_notebook.manager import maintenance
+
+    def boom(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("boom\nsecond line")
+    monkeypatch.setattr(maintenance, "pin", boom)
+    assert_failed(model.pin("x"), "RuntimeError: boom")
+
+
+def test_broken_policy_still_lists(model: DashboardModel, store: Path) -> None:
+    (store / "policy.json").write_text('{"keep_last": -1}')
+    model.refresh()
+    assert model.status_error and len(model.rows()) == 5
+    assert all(r["status"] == "" for r in model.rows())
+
+
+# -- views (no browser) --------------------------------------------------------------------------
+class Notes:
+    """Stands in for pn.state.notifications."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def success(self, message: str, duration: int = 0) -> None:
+        self.sent.append(("success", message))
+
+    def error(self, message: str, duration: int = 0) -> None:
+        self.sent.append(("error", message))
+
+
+def test_view_renders_the_model_escaped(model: DashboardModel, ids: dict[str, str]) -> None:
+    from ckpt_notebook.ui.dashboard.views import DashboardView
+
+    notes = Notes()
+    view = DashboardView(model, notifications=notes)
+    df = view.table.value
+    assert list(df["id"]) == [r["id"] for r in model.rows()]
+    assert df["size"].dtype.kind in "iuf"  # numbers, so the column sorts by size
+    model.run_filter = "b"
+    assert list(view.table.value["id"]) == [ids["b/5"]]
+    assert [p.name for p in view.plots.objects] == ["b"]
+    model.run_filter = ""
+    model.selected = ids["a/40"]
+    assert "&lt;b&gt;x&lt;/b&gt;" in view.details.object and TAG not in view.details.object
+    assert view.restore_line.value == f"%checkpoint restore {ids['a/40']}"
+    assert view.compare.value == ids["a/30"]  # its parent, ready to diff
+    view._on_diff()
+    assert "tensors differ" in view.diff_text.object
+    view.copy_name.value = "<i>bad</i>"
+    view._on_copy()
+    wait_until(lambda: notes.sent)
+    kind, message = notes.sent[-1]
+    assert kind == "error" and "&lt;i&gt;bad&lt;/i&gt;" in message and "<i>" not in message
+    assert "&lt;i&gt;" in view.status_line.object
+
+
+def test_view_copy_runs_in_the_background(model: DashboardModel, ids: dict[str, str]) -> None:
+    from ckpt_notebook.ui.dashboard.views import DashboardView
+
+    notes = Notes()
+    view = DashboardView(model, notifications=notes)
+    model.selected = ids["a/20"]
+    view.copy_name.value = "from-view"
+    view._on_copy()
+    assert wait_until(lambda: "from-view" in set(view.table.value["id"]))
+    assert wait_until(lambda: notes.sent) and notes.sent[-1][0] == "success"
+    assert view.copy_btn.disabled is False and view.copy_progress.visible is False
+
+
+def test_run_figure_marks_checkpoints_and_best(model: DashboardModel) -> None:
+    from bokeh.models import Scatter
+
+    from ckpt_notebook.ui.dashboard.plots import run_figure
+
+    fig = run_figure("a", model.history("a"))
+    markers = [r.glyph.marker for r in fig.renderers if isinstance(r.glyph, Scatter)]
+    assert "star" in markers  # the kept-best checkpoint
+    sizes = sorted(len(r.data_source.data["step"]) for r in fig.renderers
+                   if isinstance(r.glyph, Scatter))
+    assert sizes == [1, 4]  # one best, four saved
+
+
+def test_summary_loads_in_the_background(model: DashboardModel) -> None:
+    from ckpt_notebook.ui.dashboard.views import DashboardView
+
+    view = DashboardView(model)
+    view.refresh_summary()
+    assert wait_until(lambda: "prunable now: 3 checkpoints" in view.summary.object)
+
+
+# -- live updates -----------------------------------------------------------------------------
+def test_watcher_sees_a_local_save(store: Path) -> None:
+    from ckpt_notebook.ui.dashboard.app import StoreWatcher
+
+    events: list[set[str]] = []
+    watcher = StoreWatcher(Store(str(store)))
+    watcher.subscribe(lambda kinds: events.append(set(kinds)))
+    ck = Checkpointer(str(store), run="live", model=torch.nn.Linear(2, 2), rng=False,
+                      async_save=False)
+    try:
+        assert wait_until(lambda: events)  # the watcher's first look
+        for step in range(20):  # a save made before the watch began is not an event: retry
+            events.clear()
+            ck.save(step=step)
+            if wait_until(lambda: any("checkpoints" in e for e in events), timeout=1.0):
+                break
+        assert any("checkpoints" in e for e in events)
+    finally:
+        watcher.stop()
+
+
+def test_watcher_waits_for_a_store_to_be_created(tmp_path: Path) -> None:
+    from ckpt_notebook.ui.dashboard.app import StoreWatcher
+
+    root = tmp_path / "not-yet"
+    model = DashboardModel(str(root))
+    assert model.rows() == [] and not root.exists()  # showing a store does not create it
+    events: list[set[str]] = []
+    watcher = StoreWatcher(Store(str(root)), interval=0.05)
+    watcher.subscribe(lambda kinds: events.append(set(kinds)))
+    try:
+        Checkpointer(str(root), run="new", model=torch.nn.Linear(2, 2), rng=False,
+                     async_save=False).save(step=1)
+        assert wait_until(lambda: any("checkpoints" in e for e in events))
+        assert model.refresh() and len(model.rows()) == 1
+    finally:
+        watcher.stop()
+
+
+def test_watcher_polls_remote_stores() -> None:
+    from ckpt_notebook.ui.dashboard.app import StoreWatcher
+
+    url = f"memory://dash-{uuid.uuid4().hex}"
+    events: list[set[str]] = []
+    watcher = StoreWatcher(Store(url), interval=0.05)
+    watcher.subscribe(lambda kinds: events.append(set(kinds)))
+    try:
+        assert wait_until(lambda: events)  # the first poll
+        events.clear()
+        Store(url).pins.add("some-id")
+        assert wait_until(lambda: any("checkpoints" in e for e in events))
+    finally:
+        watcher.stop()
+
+
+def test_view_follows_store_changes(model: DashboardModel, store: Path) -> None:
+    from ckpt_notebook.ui.dashboard.views import DashboardView
+
+    view = DashboardView(model)
+    info = Checkpointer(str(store), run="a", model=torch.nn.Linear(2, 2), rng=False,
+                        async_save=False).save(step=50)
+    threading.Thread(target=view.on_store_change, args=({"checkpoints"},)).start()
+    assert wait_until(lambda: info.id in set(view.table.value["id"]))
+
+
+def test_plot_follows_new_history_in_place(model: DashboardModel) -> None:
+    from ckpt_notebook.ui.dashboard.views import DashboardView
+
+    view = DashboardView(model)
+    model.run_filter = "a"
+    plot = view._run_plots["a"]
+    assert len(plot.sources["loss", "line"].data["step"]) == 40
+    model.store.history.write_segment("a", "later", [
+        {"step": s, "time": time.time() + s, "metrics": {"loss": 0.01}} for s in range(41, 51)])
+    view.on_store_change({"history"})
+    assert view._run_plots["a"] is plot  # the same figure, new data (no rebuild, zoom kept)
+    assert plot.sources["loss", "line"].data["step"][-1] == 50
+
+
+# -- serving ----------------------------------------------------------------------------------
+def test_serve_binds_loopback_and_serves_the_page(store: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from ckpt_notebook.ui.dashboard import app
+
+    port = app.free_port()
+    server = app.serve(str(store), port=port, threaded=True)
+    try:
+        out = capsys.readouterr()
+        assert f"at http://127.0.0.1:{port}/" in out.out and "WARNING" not in out.err
+        body = wait_until(lambda: _get(f"http://127.0.0.1:{port}/"), timeout=60)
+        assert body and "ckpt dashboard" in body
+    finally:
+        server.stop()
+
+
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def test_other_addresses_warn(store: Path, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import panel as pn
+
+    from ckpt_notebook.ui.dashboard import app
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(pn, "serve", lambda *a, **k: calls.append(k) or "server")
+    assert app.serve(str(store), port=5999, address="0.0.0.0", threaded=True) == "server"
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "0.0.0.0" in err and "no login" in err
+    assert calls[0]["address"] == "0.0.0.0" and "localhost:5999" in calls[0]["websocket_origin"]
+    assert app.is_loopback("127.0.0.1") and app.is_loopback("::1")
+    assert app.is_loopback("localhost") and not app.is_loopback("0.0.0.0")
+    assert app._origins("127.0.0.1", 80) == ["127.0.0.1:80", "localhost:80"]
+
+
+def test_main_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckpt_notebook.ui.dashboard import app
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(app, "serve", lambda store, **kw: seen.update(store=store, **kw))
+    assert app.main(["--store", "s3://b/p", "--port", "8123", "--show"]) == 0
+    assert seen == {"store": "s3://b/p", "port": 8123, "address": "127.0.0.1", "show": True}
+
+
+def test_inline_returns_a_panel(store: Path) -> None:
+    import panel as pn
+
+    from ckpt_notebook.ui.dashboard import inline
+
+    page = inline(str(store))
+    assert isinstance(page, pn.viewable.Viewable)
+    assert page.dashboard_view.model.store.url == Store(str(store)).url
+
+
+def test_importing_the_package_does_not_import_panel() -> None:
+    code = ("import sys, ckpt_notebook.ui.dashboard as d; d.DashboardModel; "
+            "print('panel' in sys.modules, 'bokeh' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=pythonpath_env(), check=True).stdout
+    assert out.split() == ["False", "False"]
