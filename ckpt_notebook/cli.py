@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import CkptError, StoreError
-from .types import NAME_RULE, CheckpointInfo, format_bytes, is_valid_name
+from .types import NAME_RULE, CheckpointInfo, format_bytes
+from .ui.argtypes import checkpoint_name, count, duration
 from .ui.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -448,14 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("policy", cmd_policy, "show the store's retention policy, or set it (the rules "
             "given replace the whole policy; a checkpoint is kept when any rule keeps it)")
-    p.add_argument("--keep-last", type=_count, metavar="N", help="the N newest")
-    p.add_argument("--keep-best", type=_count, metavar="N", help="the N best by --monitor")
+    p.add_argument("--keep-last", type=count, metavar="N", help="the N newest")
+    p.add_argument("--keep-best", type=count, metavar="N", help="the N best by --monitor")
     p.add_argument("--monitor", type=_metric_name, metavar="METRIC", help="e.g. val_loss")
     p.add_argument("--mode", choices=("min", "max"),
                    help="lower or higher is better (default: min for losses and errors)")
-    p.add_argument("--keep-every", type=_count, metavar="STEPS",
+    p.add_argument("--keep-every", type=count, metavar="STEPS",
                    help="those whose step is a multiple of STEPS")
-    p.add_argument("--keep-within", type=_duration, metavar="DURATION",
+    p.add_argument("--keep-within", type=duration, metavar="DURATION",
                    help="those younger than DURATION: 3600, 90s, 10min, 2h, 1d, 1h30m")
     p.add_argument("--clear", action="store_true", help="remove the policy: keep everything")
     p = add("prune", cmd_prune, "delete the checkpoints the retention policy does not keep "
@@ -477,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
             "extracted), URL or checkpoint REF into a named, write-once checkpoint; or upload "
             "a checkpoint's files or a folder to a Hugging Face Hub repo (--to hf://...)")
     p.add_argument("src", metavar="SRC", help="a folder, file, archive, URL or REF")
-    p.add_argument("--name", type=_checkpoint_name, metavar="NAME",
+    p.add_argument("--name", type=checkpoint_name, metavar="NAME",
                    help=f"the new checkpoint's name: {NAME_RULE}")
     p.add_argument("--to", metavar="URL", help="another store (any fsspec URL; default: "
                    "--store), or hf://owner/repo[@revision] to upload there")
@@ -501,35 +502,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "from other machines, and is said so)")
     p.add_argument("--show", action="store_true", help="open it in a browser")
     return parser
-
-
-def _checkpoint_name(text: str) -> str:
-    if not is_valid_name(text):
-        raise argparse.ArgumentTypeError(f"invalid checkpoint name {text!r}: names are "
-                                         f"{NAME_RULE}")
-    return text
-
-
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
-
-
-def _duration(text: str) -> float:
-    from .retention import parse_duration
-
-    try:
-        seconds = parse_duration(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be longer than 0, got {text!r}")
-    return seconds
 
 
 def _metric_name(text: str) -> str:

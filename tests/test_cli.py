@@ -446,7 +446,7 @@ def test_policy_type_errors_are_usage_errors(capsys: pytest.CaptureFixture[str],
     for argv, fragment in ((["--keep-last", "0"], "must be at least 1"),
                            (["--keep-every", "x"], "expected a whole number"),
                            (["--keep-within", "soon"], "bad duration 'soon'"),
-                           (["--keep-within", "0s"], "longer than 0")):
+                           (["--keep-within", "0s"], "longer than zero")):
         code, _, err = ckpt(capsys, "policy", *argv, "--store", str(store))
         assert code == 2, argv
         assert err.strip().splitlines()[-1].startswith("ckpt policy: error: argument ")

@@ -19,6 +19,7 @@ from .. import retention
 from ..errors import CkptError
 from ..manager import maintenance
 from ..types import CheckpointInfo, format_bytes
+from .argtypes import count, duration, metric_pair
 from .render import Table, checkpoint_table
 from .session import NotebookCheckpointer, existing_session, get_session
 
@@ -35,36 +36,6 @@ class _Parser(MagicArgumentParser):
         raise UsageError(f"{self.prog}: {message}. {usage}")
 
 
-def _metric(text: str) -> tuple[str, float]:
-    key, sep, value = text.partition("=")
-    try:
-        if not sep or not key:
-            raise ValueError
-        return key, float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}") from None
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
-
-
-def _duration(text: str) -> float:
-    try:
-        seconds = retention.parse_duration(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be longer than zero, got {text!r}")
-    return seconds
-
-
 def _build_parsers() -> dict[str, _Parser]:
     def parser(name: str, description: str) -> _Parser:
         p = _Parser(prog=f"%checkpoint {name}", description=description)
@@ -76,7 +47,7 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("vars", nargs="*", metavar="VAR", help="also save these variables")
     p.add_argument("--name", help="a named, immutable checkpoint")
     p.add_argument("--step", type=int, help="the step (default: `global_step` or `step`)")
-    p.add_argument("--metric", type=_metric, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--metric", type=metric_pair, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--tag", action="append", default=[], metavar="T")
     p = parser("restore", "Load a checkpoint into the objects bound to the same names.")
     p.add_argument("ref", nargs="?", default="latest", metavar="REF")
@@ -101,12 +72,12 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("ref", metavar="REF")
     p.add_argument("--force", action="store_true", help="also named or pinned ones")
     p = parser("policy", "Show or set the retention policy (any of the rules keeps).")
-    p.add_argument("--keep-last", type=_positive, metavar="N")
-    p.add_argument("--keep-best", type=_positive, metavar="N")
+    p.add_argument("--keep-last", type=count, metavar="N")
+    p.add_argument("--keep-best", type=count, metavar="N")
     p.add_argument("--monitor", metavar="METRIC")
     p.add_argument("--mode", choices=("min", "max"))
-    p.add_argument("--keep-every", type=_positive, metavar="STEPS")
-    p.add_argument("--keep-within", type=_duration, metavar="DURATION")
+    p.add_argument("--keep-every", type=count, metavar="STEPS")
+    p.add_argument("--keep-within", type=duration, metavar="DURATION")
     p.add_argument("--clear", action="store_true", help="keep everything")
     p = parser("auto", "Auto-checkpointing after cells and in session().step().")
     p.add_argument("--every", metavar="N|DURATION", help="step() saves every N steps or T")

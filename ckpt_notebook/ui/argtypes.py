@@ -1,0 +1,50 @@
+"""Argument types shared by ``ckpt`` and ``%checkpoint``: one wording for one mistake."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import retention
+from ..types import NAME_RULE, is_valid_name
+
+__all__ = ["checkpoint_name", "count", "duration", "metric_pair"]
+
+
+def count(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def duration(text: str) -> float:
+    """``3600``, ``90s``, ``10min``, ``2h``, ``1d``, ``1h30m`` -> seconds (more than zero)."""
+    try:
+        seconds = retention.parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than zero, got {text!r}")
+    return seconds
+
+
+def checkpoint_name(text: str) -> str:
+    if not is_valid_name(text):
+        raise argparse.ArgumentTypeError(f"invalid checkpoint name {text!r}: names are "
+                                         f"{NAME_RULE}")
+    return text
+
+
+def metric_pair(text: str) -> tuple[str, float]:
+    """``val_loss=0.31`` -> ``("val_loss", 0.31)``."""
+    key, sep, value = text.partition("=")
+    try:
+        if not sep or not key:
+            raise ValueError
+        return key, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}") from None
