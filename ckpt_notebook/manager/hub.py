@@ -3,7 +3,9 @@
     ckpt copy resnet-v1 --to hf://me/resnet@main --pattern "*.safetensors"
 
 Goes through huggingface_hub's own upload path (``HfApi.upload_folder``), so endpoints,
-tokens and LFS handling are the library's. ``HF_ENDPOINT`` points it elsewhere.
+tokens and LFS handling are the library's. ``HF_ENDPOINT`` points it elsewhere. The repo (and
+the branch, when ``@revision`` names one) must exist: an upload never creates a public repo
+by surprise. A dry run lists what would go, from the manifest: nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from typing import Any
 
 from ..errors import CkptError
 from ..storage import Store
+from ..types import CheckpointInfo
 from .copying import MARKER, Progress, materialize
 from .refs import resolve_ref
+from .sources import safe_relpath
 
 __all__ = ["HubUpload", "parse_hf_url", "upload_to_hub"]
 
@@ -31,9 +35,18 @@ class HubUpload:
     files: list[str] = field(default_factory=list)
     commit: str | None = None
     dry_run: bool = False
+    path_in_repo: str = ""
+
+    @property
+    def url(self) -> str:
+        """``hf://[datasets/|spaces/]owner/repo[/path][@revision]``, as given."""
+        kind = {"dataset": "datasets/", "space": "spaces/"}.get(self.repo_type, "")
+        sub = f"/{self.path_in_repo}" if self.path_in_repo else ""
+        rev = f"@{self.revision}" if self.revision else ""
+        return f"hf://{kind}{self.repo_id}{sub}{rev}"
 
     def __str__(self) -> str:
-        where = f"hf://{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
+        where = self.url
         if self.dry_run:
             listing = ", ".join(self.files[:10]) + (" ..." if len(self.files) > 10 else "")
             return f"would upload {len(self.files)} file(s) to {where}: {listing}"
@@ -56,33 +69,54 @@ def parse_hf_url(url: str) -> tuple[str, str | None, str, str]:
     return "/".join(parts[:2]), revision, repo_type, "/".join(parts[2:])
 
 
-def _selected(folder: Path, patterns: list[str], excludes: list[str]) -> list[str]:
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                   if p.is_file() and p.name != MARKER)
+def _selected(files: list[str], patterns: list[str], excludes: list[str]) -> list[str]:
     if patterns:
         files = [f for f in files if any(fnmatch.fnmatch(f, g) for g in patterns)]
     return [f for f in files if not any(fnmatch.fnmatch(f, g) for g in excludes)]
 
 
+def _folder_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.name != MARKER)
+
+
+def _checkpoint_files(store: Store, info: CheckpointInfo) -> list[str]:
+    """The files :func:`materialize` writes for a checkpoint, read from its manifest: a files
+    checkpoint's own files; for a training state, ``<object>.safetensors`` per object that
+    holds tensors, and ``manifest.json``."""
+    doc = store.manifest(info.id)
+    where = f"checkpoint {info.id}"
+    if doc.get("files"):
+        return sorted(safe_relpath(rel, where=where) for rel in doc["files"])
+    names = [safe_relpath(f"{name}.safetensors", where=where)
+             for name, obj in doc.get("objects", {}).items() if obj.get("tensors")]
+    return sorted([*names, "manifest.json"])
+
+
 def upload_to_hub(src: str, url: str, *, store: Store, patterns: list[str] | None = None,
                   excludes: list[str] | None = None, dry_run: bool = False,
                   progress: Progress | None = None, token: str | None = None) -> HubUpload:
-    """Upload a folder or a checkpoint's files (materialized first) to ``url``."""
+    """Upload a folder or a checkpoint's files (materialized first) to ``url``.
+
+    ``patterns`` (any of them) and ``excludes`` (none of them) are globs over the files'
+    relative paths; ``dry_run`` returns what would be uploaded without sending anything.
+    """
     repo_id, revision, repo_type, sub = parse_hf_url(url)
     patterns, excludes = list(patterns or []), list(excludes or [])
+    info = None if os.path.isdir(src) else resolve_ref(store, src)
+    planned = _folder_files(Path(src)) if info is None else _checkpoint_files(store, info)
+    files = _selected(planned, patterns, excludes)
+    if not files:
+        raise CkptError(f"nothing to upload from {src!r}: no file matches "
+                        f"{patterns or '*'} minus {excludes or 'nothing'}")
+    report = HubUpload(repo_id, revision, repo_type, files, dry_run=dry_run, path_in_repo=sub)
+    if dry_run:
+        return report
     with tempfile.TemporaryDirectory(prefix="ckpt-hub-") as tmp:
-        if os.path.isdir(src):
+        if info is None:
             folder = Path(src)
         else:
-            info = resolve_ref(store, src)
             folder = materialize(info.id, Path(tmp) / info.id, store=store, progress=progress)
-        files = _selected(folder, patterns, excludes)
-        if not files:
-            raise CkptError(f"nothing to upload from {src!r}: no file matches "
-                            f"{patterns or '*'} minus {excludes or 'nothing'}")
-        report = HubUpload(repo_id, revision, repo_type, files, dry_run=dry_run)
-        if dry_run:
-            return report
         report.commit = _upload(folder, files, repo_id, revision, repo_type, sub, token)
     return report
 
@@ -93,6 +127,7 @@ def _upload(folder: Path, files: list[str], repo_id: str, revision: str | None,
     from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(token=token)
+    where = HubUpload(repo_id, revision, repo_type, path_in_repo=sub).url
     try:
         result: Any = api.upload_folder(
             folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, revision=revision,
@@ -100,6 +135,27 @@ def _upload(folder: Path, files: list[str], repo_id: str, revision: str | None,
             commit_message=f"Upload {len(files)} file(s) with ckpt_notebook",
         )
     except HfHubHTTPError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CkptError(f"upload to hf://{repo_id} failed: {first}") from err
+        raise CkptError(f"upload to {where} failed: {_hub_problem(err, repo_id, revision)}"
+                        ) from err
     return str(getattr(result, "oid", None) or getattr(result, "commit_url", "") or "?")
+
+
+def _hub_problem(err: Exception, repo_id: str, revision: str | None) -> str:
+    """What went wrong, and the fix, on one line."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    response = getattr(err, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(err, RepositoryNotFoundError):
+        return (f"the repo {repo_id} does not exist (or this token cannot see it); create it "
+                f"first (`hf repo create {repo_id}`) or check the name and HF_TOKEN")
+    if isinstance(err, RevisionNotFoundError):
+        return (f"the branch {revision!r} does not exist in {repo_id}; create it first "
+                f"(`hf repo branch create {repo_id} {revision}`)")
+    if status == 401:
+        return "the Hub refused the token (401); log in with `hf auth login` or set HF_TOKEN"
+    if status == 403:
+        return f"this token may not write to {repo_id} (403); use a token with write access"
+    text = getattr(err, "server_message", None) or str(err)
+    first = " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
+    return first or type(err).__name__

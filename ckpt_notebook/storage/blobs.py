@@ -4,15 +4,22 @@
 the same bytes twice costs a hash and a stat. Tensors travel as safetensors files: large
 tensors one per blob (so an unchanged tensor is never written again), small ones packed
 together so a model's hundreds of biases do not become hundreds of files.
+
+On remote stores an existence check is a request (two on S3 for a missing key: a HEAD, then
+a listing to rule out a "directory"), so work on many blobs runs inside :meth:`BlobStore.batch`:
+the store's blobs are listed once (one request per 1,000) and every check inside the block is
+answered from that listing and the block's own writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Collection, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import BinaryIO
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import BinaryIO, TypeVar
 
 import blake3
 
@@ -21,13 +28,17 @@ from ..types import TensorData
 from . import tensorfile
 from .backend import Backend, fsync_dir
 
-__all__ = ["BlobStore", "PutResult", "TensorRef"]
+__all__ = ["BlobStore", "PutResult", "TensorRef", "parallel_map"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 PACK_THRESHOLD = 1 << 20  # tensors below 1 MiB are packed together...
 PACK_LIMIT = 16 << 20  # ...into safetensors files of at most 16 MiB
 INLINE_LIMIT = 64 << 20  # files up to this size are read whole; larger ones are streamed
 _HASH_THREADS_MIN = 4 << 20  # hash with several threads above this many bytes
 _READ_CHUNK = 8 << 20
+LIST_MIN = 32  # remote stores: checking this many blobs or more lists the store once instead
 
 
 def blob_path(digest: str) -> str:
@@ -48,6 +59,40 @@ def hash_chunks(chunks: Iterable[bytes | bytearray | memoryview]) -> str:
     for chunk in chunks:
         hasher.update(chunk)
     return str(hasher.hexdigest())
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, *,
+                 name: str = "ckpt") -> list[R]:
+    """``[fn(i) for i in items]`` on up to ``workers`` threads, in input order.
+
+    The first failure cancels the work not yet started and is raised once the running calls
+    finish, so a store that is down fails a copy after one item's retries, not after every
+    item's (``ThreadPoolExecutor.map`` in a ``with`` block would run them all first).
+    """
+    if len(items) <= 1 or workers <= 1:
+        return [fn(i) for i in items]
+    pool = ThreadPoolExecutor(min(workers, len(items)), thread_name_prefix=name)
+    try:
+        futures = [pool.submit(fn, i) for i in items]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            failed.result()  # raises
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Inventory:
+    """Digests a remote store holds, from one listing, plus those written since."""
+
+    digests: set[str]
+    removals: int  # the backend's removal count when listed: any remove since makes it stale
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(frozen=True)
@@ -79,15 +124,72 @@ class BlobStore:
     def __init__(self, backend: Backend, *, workers: int | None = None) -> None:
         self.backend = backend
         self.workers = workers or (4 if backend.is_local else 16)
+        self._inventory: _Inventory | None = None
+        self._batch_depth = 0
+        self._batch_lock = threading.Lock()
+
+    # -- existence -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self, expected: int) -> Iterator[None]:
+        """A block that puts or checks about ``expected`` blobs.
+
+        On a remote store, when ``expected >= LIST_MIN``, the store's blobs are listed once on
+        entry and every existence check inside (``put``, ``put_file``, ``existing``,
+        ``copy_from``, from any thread) is answered from that listing plus the blobs written
+        since, instead of one or two requests per blob. Elsewhere it does nothing. Blocks
+        nest and may overlap across threads; the listing lives until the last one exits, and
+        is dropped early if this process removes anything from the store.
+
+        The listing costs one request per 1,000 blobs in the store, the checks it replaces one
+        or two per blob put: a win unless the store is far larger than the batch (then the
+        work the batch does, uploading, usually dwarfs it anyway). As with a check per blob,
+        another process's gc could remove a listed blob before the commit: gc on an object
+        store takes no lock.
+        """
+        if self.backend.is_local or expected < LIST_MIN:
+            yield
+            return
+        with self._batch_lock:
+            if self._listed() is None:
+                removals = self.backend.removals
+                self._inventory = _Inventory(set(self.all_digests()), removals)
+            self._batch_depth += 1
+        try:
+            yield
+        finally:
+            with self._batch_lock:
+                self._batch_depth -= 1
+                if self._batch_depth == 0:
+                    self._inventory = None
+
+    def _listed(self) -> _Inventory | None:
+        inv = self._inventory
+        if inv is not None and inv.removals == self.backend.removals:
+            return inv
+        return None
+
+    def has(self, digest: str) -> bool:
+        """Whether the store holds blob ``digest`` (inside a batch: from its listing)."""
+        inv = self._listed()
+        if inv is not None:
+            return digest in inv.digests
+        return self.backend.exists(blob_path(digest))
+
+    def _wrote(self, digest: str) -> None:
+        inv = self._inventory
+        if inv is not None:
+            with inv.lock:
+                inv.digests.add(digest)
 
     # -- writing -------------------------------------------------------------------------
     def put(self, chunks: Sequence[bytes | memoryview], *, durable: bool = True) -> PutResult:
         digest = hash_chunks(chunks)
         size = sum(memoryview(c).nbytes for c in chunks)
         rel = blob_path(digest)
-        if self.backend.exists(rel):
+        if self.has(digest):
             return PutResult(digest, size, new=False)
         self.backend.write_atomic(rel, list(chunks), durable=durable, sync_dir=False)
+        self._wrote(digest)
         return PutResult(digest, size, new=True)
 
     def put_many(self, items: Sequence[Sequence[bytes | memoryview]], *,
@@ -100,12 +202,8 @@ class BlobStore:
                 progress(result.size)
             return result
 
-        if len(items) <= 1:
-            results = [one(c) for c in items]
-        else:
-            with ThreadPoolExecutor(min(self.workers, len(items)),
-                                    thread_name_prefix="ckpt-put") as pool:
-                results = list(pool.map(one, items))
+        with self.batch(len(items)):
+            results = parallel_map(one, items, self.workers, name="ckpt-put")
         if durable and self.backend.is_local:
             for digest in {r.digest[:2] for r in results if r.new}:
                 fsync_dir(self.backend.path(f"blobs/{digest}"))
@@ -113,38 +211,44 @@ class BlobStore:
 
     def put_file(self, open_file: Callable[[], BinaryIO], size: int, *,
                  digest: str | None = None, known: Collection[str] = (),
-                 durable: bool = True) -> PutResult:
+                 durable: bool = True, where: str = "the file") -> PutResult:
         """Store one file's bytes. ``digest`` (e.g. from a hash cache) lets a blob the store
-        already has (or is in ``known``) be skipped without reading the file at all."""
-        if digest is not None and (digest in known or self.backend.exists(blob_path(digest))):
+        already has (or is in ``known``) be skipped without reading the file at all;
+        ``where`` names the file in errors."""
+        if digest is not None and (digest in known or self.has(digest)):
             return PutResult(digest, size, new=False)
         if size <= INLINE_LIMIT:
             with open_file() as f:
                 data = f.read()
             if len(data) != size:
-                raise OSError(f"the file changed while it was read ({len(data)} of {size} bytes)")
+                raise OSError(f"{where} changed while it was read ({len(data)} of {size} "
+                              "bytes)")
             return self.put([data], durable=durable)
         with open_file() as f:
             digest = hash_stream(f)
         rel = blob_path(digest)
-        if digest in known or self.backend.exists(rel):
+        if digest in known or self.has(digest):
             return PutResult(digest, size, new=False)
         with open_file() as f:
             self.backend.write_stream(rel, f, durable=durable)
+        self._wrote(digest)
         return PutResult(digest, size, new=True)
 
     def existing(self, digests: Collection[str]) -> set[str]:
         """Which of ``digests`` the store has: one listing for many on remote stores."""
         if not digests:
             return set()
-        if not self.backend.is_local and len(digests) > 32:
+        inv = self._listed()
+        if inv is not None:
+            return {d for d in digests if d in inv.digests}
+        if not self.backend.is_local and len(digests) >= LIST_MIN:
             return set(self.all_digests()) & set(digests)
         return {d for d in digests if self.backend.exists(blob_path(d))}
 
     def copy_from(self, other: BlobStore, digest: str, size: int, *, where: str,
                   durable: bool = True) -> PutResult:
         """Copy one verified blob from another store (if this one lacks it)."""
-        if self.backend.exists(blob_path(digest)):
+        if self.has(digest):
             return PutResult(digest, size, new=False)
         return self.put([memoryview(other.read(digest, size, where=where))], durable=durable)
 
@@ -184,11 +288,8 @@ class BlobStore:
 
     def read_many(self, items: Sequence[tuple[str, int, str]]) -> list[bytearray]:
         """Read and verify several blobs in parallel: ``(digest, size, where)`` each."""
-        if len(items) <= 1:
-            return [self.read(d, s, where=w) for d, s, w in items]
-        with ThreadPoolExecutor(min(self.workers, len(items)),
-                                thread_name_prefix="ckpt-read") as pool:
-            return list(pool.map(lambda it: self.read(it[0], it[1], where=it[2]), items))
+        return parallel_map(lambda it: self.read(it[0], it[1], where=it[2]), items,
+                            self.workers, name="ckpt-read")
 
     def check(self, digest: str, size: int) -> str | None:
         """Re-hash a stored blob without keeping it; ``None`` if fine, else what is wrong."""
@@ -202,10 +303,15 @@ class BlobStore:
                     while n := f.readinto(chunk):
                         hasher.update(memoryview(chunk)[:n])
                         got += n
-            else:
+            elif size <= INLINE_LIMIT:
                 data = self.backend.read_bytes(rel)
                 hasher.update(data)
                 got = len(data)
+            else:  # a large remote blob is hashed as it streams, never held whole
+                with self.backend.open_read(rel) as stream:
+                    while part := stream.read(_READ_CHUNK):
+                        hasher.update(part)
+                        got += len(part)
         except FileNotFoundError:
             return "missing"
         if got != size:
