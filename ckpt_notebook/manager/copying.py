@@ -52,6 +52,7 @@ from .sources import (
     LFS_MAGIC,
     MARKER,
     HashCache,
+    ReadStream,
     Source,
     SourceFile,
     check_not_lfs_pointer,
@@ -269,7 +270,7 @@ class _Passes:
         self.meter.add(half)
 
 
-class _CheckedReader(io.RawIOBase):
+class _CheckedReader(ReadStream):
     def __init__(self, raw: BinaryIO, passes: _Passes, report: bool) -> None:
         super().__init__()
         self.raw, self.passes, self.report = raw, passes, report
@@ -279,12 +280,6 @@ class _CheckedReader(io.RawIOBase):
         self.hasher = blake3.blake3()
         self.count = 0
         self.done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def seek(self, offset: int, whence: int = 0) -> int:
         if (offset, whence) != (0, 0):
@@ -312,11 +307,6 @@ class _CheckedReader(io.RawIOBase):
         self.read(_CHUNK)  # reach EOF: the check runs
         return b"".join(chunks)
 
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.raw.close()
@@ -340,18 +330,12 @@ def _lfs_checked(f: SourceFile) -> Callable[[], BinaryIO]:
     return opener
 
 
-class _Prefixed(io.RawIOBase):
+class _Prefixed(ReadStream):
     """``head`` (already read from ``rest``) followed by the rest of ``rest``."""
 
     def __init__(self, head: bytes, rest: BinaryIO) -> None:
         super().__init__()
         self.head, self.rest = head, rest
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def seek(self, offset: int, whence: int = 0) -> int:
         if (offset, whence) != (0, 0):
@@ -370,14 +354,6 @@ class _Prefixed(io.RawIOBase):
                 data += self.rest.read(n - len(data))
             return data
         return bytes(self.rest.read(n))
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -29,7 +29,8 @@ from ..storage import Store
 from ..types import CheckpointInfo
 from .refs import resolve_ref
 
-__all__ = ["MARKER", "HashCache", "Source", "SourceFile", "resolve_source", "safe_relpath"]
+__all__ = ["MARKER", "HashCache", "ReadStream", "Source", "SourceFile", "resolve_source",
+           "safe_relpath"]
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2")
 REMOTE_PROTOCOLS = ("s3", "gs", "gcs", "az", "abfs", "abfss", "adl", "http", "https", "hf",
@@ -471,19 +472,31 @@ def _slice_opener(fd: int, offset: int, size: int) -> Callable[[], BinaryIO]:
     return lambda: _Slice(fd, offset, size)  # type: ignore[return-value]
 
 
-class _Slice(io.RawIOBase):
-    """``size`` bytes at ``offset`` of an open file, read with ``pread``: any number of
-    slices of one file can be read at once from several threads."""
-
-    def __init__(self, fd: int, offset: int, size: int) -> None:
-        super().__init__()
-        self._fd, self._offset, self._size, self._pos = fd, offset, size, 0
+class ReadStream(io.RawIOBase):
+    """A readable, seekable raw stream whose subclasses only define ``read`` and ``seek``."""
 
     def readable(self) -> bool:
         return True
 
     def seekable(self) -> bool:
         return True
+
+    def readall(self) -> bytes:
+        return bytes(self.read(-1) or b"")
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer)) or b""
+        buffer[:len(data)] = data
+        return len(data)
+
+
+class _Slice(ReadStream):
+    """``size`` bytes at ``offset`` of an open file, read with ``pread``: any number of
+    slices of one file can be read at once from several threads."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._offset, self._size, self._pos = fd, offset, size, 0
 
     def tell(self) -> int:
         return self._pos
@@ -505,11 +518,3 @@ class _Slice(io.RawIOBase):
             self._pos += len(data)
             want -= len(data)
         return b"".join(parts)
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
