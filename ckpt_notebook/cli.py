@@ -348,10 +348,11 @@ def cmd_dashboard(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_get(store: Store, args: argparse.Namespace) -> int:
-    from .manager import copying
+    from .manager import materializing
 
     with progress_bar(f"get {args.ref}", enabled=args.progress) as bar:
-        report = copying.materialize_report(args.ref, args.dir, store=store, progress=bar)
+        report = materializing.materialize_report(args.ref, args.dir, store=store,
+                                                  progress=bar)
     print(report)
     return 0
 

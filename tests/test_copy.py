@@ -28,8 +28,8 @@ import pytest
 
 from ckpt_notebook import CheckpointExistsError
 from ckpt_notebook.errors import CkptError, IntegrityError, InvalidNameError, UnsafeFileError
-from ckpt_notebook.manager import copying, maintenance, sources
-from ckpt_notebook.manager.copying import MARKER, PATH_ENV, materialize_report
+from ckpt_notebook.manager import copying, maintenance, materializing, sources
+from ckpt_notebook.manager.materializing import MARKER, PATH_ENV, materialize_report
 from ckpt_notebook.retention import Policy
 from ckpt_notebook.storage import Store
 from ckpt_notebook.storage.blobs import INLINE_LIMIT
@@ -171,7 +171,7 @@ def test_materialize_again_reuses_without_reading_blobs(models: Path, store: Pat
     assert again.reused and again.path == out.absolute()
     assert "nothing written" in str(again)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == mtimes
-    copying.verify_materialized(out)
+    materializing.verify_materialized(out)
     with pytest.raises(IntegrityError, match="missing"):  # a fresh folder does need the blobs
         materialize_report("m1", tmp_path / "fresh", store=str(store))
     assert not (tmp_path / "fresh").exists()  # a failed materialize leaves no folder
@@ -193,12 +193,12 @@ def test_tampered_folder_is_written_again(models: Path, store: Path, tmp_path: P
         victim.unlink()
     if damage != "chmod-only":
         with pytest.raises(IntegrityError, match="no longer matches"):
-            copying.verify_materialized(out)
+            materializing.verify_materialized(out)
     report = materialize_report("m1", out, store=str(store))
     assert report.reused is (damage == "chmod-only")
     assert report.rewritten is (damage != "chmod-only")
     assert tree(out) == tree(models)
-    copying.verify_materialized(out)
+    materializing.verify_materialized(out)
     if damage != "chmod-only":
         assert stat.S_IMODE(victim.stat().st_mode) == 0o444
 
@@ -254,7 +254,7 @@ def test_materialize_a_training_state(tmp_path: Path, store: Path) -> None:
     ckpt = Checkpointer(str(store), model=model)
     info = ckpt.save(step=1, wait=True)
     ckpt.close()
-    out = copying.materialize(info.id, tmp_path / "state", store=str(store))
+    out = materializing.materialize(info.id, tmp_path / "state", store=str(store))
     loaded = load_file(str(out / "model.safetensors"))
     assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
     assert json.loads((out / "manifest.json").read_text())["checkpoint"]["id"] == info.id
@@ -267,14 +267,14 @@ def test_copy_single_file(tmp_path: Path, store: Path) -> None:
     info = copying.copy(f, "one-file", store=str(store))
     assert info.logical_bytes == f.stat().st_size
     assert set(Store(str(store)).manifest("one-file")["files"]) == {"model.safetensors"}
-    out = copying.materialize("one-file", tmp_path / "out", store=str(store))
+    out = materializing.materialize("one-file", tmp_path / "out", store=str(store))
     assert (out / "model.safetensors").read_bytes() == f.read_bytes()
 
 
 def test_copy_of_a_materialized_folder_leaves_the_marker_out(models: Path, store: Path,
                                                              tmp_path: Path) -> None:
     copying.copy(models, "m1", store=str(store))
-    out = copying.materialize("m1", tmp_path / "out", store=str(store))
+    out = materializing.materialize("m1", tmp_path / "out", store=str(store))
     info = copying.copy(out, "m1-again", store=str(store))
     assert info.new_bytes == 0
     assert MARKER not in Store(str(store)).manifest("m1-again")["files"]
@@ -282,18 +282,18 @@ def test_copy_of_a_materialized_folder_leaves_the_marker_out(models: Path, store
 
 def test_use_sets_the_checkpoint_path(models: Path, store: Path, tmp_path: Path) -> None:
     copying.copy(models, "m1", store=str(store))
-    path = copying.use("m1", store=str(store))
+    path = materializing.use("m1", store=str(store))
     assert os.environ[PATH_ENV] == str(path)
     assert path.is_relative_to(tmp_path / "xdg-cache")
     assert tree(path) == tree(models)
     mtime = (path / "weights.bin").stat().st_mtime_ns
     del os.environ[PATH_ENV]
-    assert copying.use("m1", store=str(store)) == path  # reused
+    assert materializing.use("m1", store=str(store)) == path  # reused
     assert os.environ[PATH_ENV] == str(path)
     assert (path / "weights.bin").stat().st_mtime_ns == mtime
     # the cache folder is ours: whatever got into it is cleared when it no longer verifies
     (path / "stray.txt").write_text("x")
-    assert copying.use("m1", store=str(store)) == path
+    assert materializing.use("m1", store=str(store)) == path
     assert tree(path) == tree(models)
 
 
@@ -350,7 +350,7 @@ def test_archives_are_extracted_as_imported(models: Path, store: Path, tmp_path:
     assert info.kind == "files"
     new = {p for p in all_paths(tmp_path) - before if not p.startswith(("store", "xdg-cache"))}
     assert new == set()  # nothing extracted next to the archive
-    out = copying.materialize("from-archive", tmp_path / "out", store=str(store))
+    out = materializing.materialize("from-archive", tmp_path / "out", store=str(store))
     expected = tree(models)
     if suffix != ".zip":  # links inside the archive arrive as the files they point to
         expected["links/alias.bin"] = expected["links/hard.bin"] = expected["weights.bin"]
@@ -498,7 +498,7 @@ def test_folder_symlinks_inside_are_copied_as_files(models: Path, store: Path,
     (models / "alias.bin").symlink_to("weights.bin")
     (models / "sub-alias").symlink_to("sub", target_is_directory=True)
     copying.copy(models, "links", store=str(store))
-    out = copying.materialize("links", tmp_path / "out", store=str(store))
+    out = materializing.materialize("links", tmp_path / "out", store=str(store))
     assert (out / "alias.bin").read_bytes() == (models / "weights.bin").read_bytes()
     assert not (out / "alias.bin").is_symlink()
     assert (out / "sub-alias" / "run.sh").read_bytes() == (models / "sub/run.sh").read_bytes()
@@ -547,7 +547,7 @@ def test_copy_a_ref_to_another_store_moves_only_missing_blobs(models: Path, stor
     assert info.logical_bytes == total
     assert info.new_bytes == total - weights
     assert Store(str(other)).verify("m1") == []
-    out = copying.materialize("m1", tmp_path / "out", store=str(other))
+    out = materializing.materialize("m1", tmp_path / "out", store=str(other))
     assert tree(out) == tree(models)
     again = copying.copy("m1", "m1-b", store=str(store), to=str(other))
     assert again.new_bytes == 0
@@ -670,7 +670,7 @@ def test_two_processes_racing_for_one_name(tmp_path: Path) -> None:
         winner = srcs[[code for code, _, _ in results].index(0)]
         s = Store(str(store))
         assert s.verify("contested") == []
-        out = copying.materialize("contested", base / "out", store=str(store))
+        out = materializing.materialize("contested", base / "out", store=str(store))
         assert tree(out) == tree(winner)
         assert [i.id for i in s.list()] == ["contested"]
 
@@ -758,7 +758,7 @@ def test_hash_cache_notices_changes_and_fresh_files(models: Path, store: Path,
     info = copying.copy(models, "v4", store=str(store))
     assert opened == [str(target.resolve())]
     assert info.new_bytes == len(data)
-    out = copying.materialize("v4", models.parent / "out", store=str(store))
+    out = materializing.materialize("v4", models.parent / "out", store=str(store))
     assert (out / "weights.bin").read_bytes() == bytes(data)
 
 

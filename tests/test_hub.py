@@ -15,8 +15,9 @@ from servers import HubServer
 
 import ckpt_notebook
 from ckpt_notebook.errors import CheckpointExistsError, CkptError
-from ckpt_notebook.manager.copying import copy, materialize
+from ckpt_notebook.manager.copying import copy
 from ckpt_notebook.manager.hub import HubUpload, parse_hf_url, upload_to_hub
+from ckpt_notebook.manager.materializing import materialize
 from ckpt_notebook.storage import Store
 
 

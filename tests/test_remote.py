@@ -33,7 +33,8 @@ from ckpt_notebook.errors import (
     CkptError,
     StoreError,
 )
-from ckpt_notebook.manager.copying import copy, materialize
+from ckpt_notebook.manager.copying import copy
+from ckpt_notebook.manager.materializing import materialize
 from ckpt_notebook.manager.sources import HashCache
 from ckpt_notebook.storage import Store
 from ckpt_notebook.storage.backend import RetryPolicy

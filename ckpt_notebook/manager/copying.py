@@ -1,78 +1,52 @@
-"""Named, immutable checkpoints: copy a folder, file, archive, URL or checkpoint into one,
-and materialize one into a local folder.
+"""Named, immutable checkpoints: copy a folder, file, archive, URL or checkpoint into one.
 
     ckpt_notebook.copy("models/", "resnet-v1")                     # into the current store
     ckpt_notebook.copy("latest", "baseline", to="s3://bucket/ckpts")
-    ckpt_notebook.materialize("resnet-v1", "/tmp/resnet-v1")
 
 Only blobs the destination lacks travel; transfers run in parallel and transient failures
 are retried; the manifest is written last and only if every blob arrived, so a failed copy
 commits nothing. Names are write-once: a taken name raises ``CheckpointExistsError``, also
 when two writers race for one name (the manifest is created exclusively: one wins).
 
-Materializing writes into a private staging folder first and moves the files into place with
-the marker file (``.ckpt_notebook.json``) last, so a folder holding a marker is complete.
-Materializing again reuses a folder whose files all still verify; a folder of the same
-checkpoint that no longer verifies (a file edited or removed) is written again, and a folder
-holding anything else is refused, never overwritten.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
 import io
-import json
 import os
-import secrets
-import shutil
-import socket
 import tarfile
 import tempfile
 import threading
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import blake3
 
 from ..errors import CheckpointExistsError, CkptError, IntegrityError
-from ..storage import Store, tensorfile
+from ..storage import Store
 from ..storage.backend import fsync_dir
-from ..storage.blobs import INLINE_LIMIT, PutResult, blob_path, hash_chunks, parallel_map
-from ..storage.store import writer_alive
-from ..types import CheckpointInfo, format_bytes, utc_now, validate_name
+from ..storage.blobs import INLINE_LIMIT, PutResult, blob_path
+from ..types import CheckpointInfo, utc_now, validate_name
 from .environment import library_versions
-from .refs import resolve_ref
 from .sources import (
     LFS_MAGIC,
-    MARKER,
     HashCache,
     ReadStream,
     Source,
     SourceFile,
     check_not_lfs_pointer,
     resolve_source,
-    safe_relpath,
 )
+from .transfers import CHUNK, Meter, Progress, open_store, parallel
 
-__all__ = ["MARKER", "PATH_ENV", "Materialized", "copy", "materialize", "materialize_report",
-           "use", "verify_materialized"]
+__all__ = ["copy"]
 
-Progress = Callable[[int, int], None]
-PATH_ENV = "CKPT_NOTEBOOK_CHECKPOINT_PATH"
-_CHUNK = 8 << 20
-_STAGING = ".ckpt-staging-"
 # Errors a damaged archive raises while its members are read (never the store's own).
 _ARCHIVE_READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error)
-
-
-def _open_store(store: str | os.PathLike[str] | Store | None) -> Store:
-    return store if isinstance(store, Store) else Store(store)
 
 
 def _taken(name: str, dest: Store) -> CheckpointExistsError:
@@ -90,8 +64,8 @@ def copy(src: str | os.PathLike[str], name: str, *, to: str | Store | None = Non
     REF of ``store``. A local path wins over a checkpoint of the same name.
     """
     validate_name(name)
-    source_store = _open_store(store)
-    dest = _open_store(to) if to is not None else source_store
+    source_store = open_store(store)
+    dest = open_store(to) if to is not None else source_store
     if dest.exists(name):
         raise _taken(name, dest)
     skip = _store_inside(os.fspath(src), dest)
@@ -135,28 +109,6 @@ def _default_cache() -> HashCache | None:
         return None
 
 
-class _Meter:
-    """Thread-safe byte counter feeding a progress callback (called with the lock held, so
-    it sees ``done`` only grow; callbacks are cheap: the bars throttle themselves)."""
-
-    def __init__(self, total: int, progress: Progress | None) -> None:
-        self.total, self.done, self.progress = total, 0, progress
-        self._lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        if n <= 0:
-            return
-        with self._lock:  # callbacks in order: a bar never steps back
-            self.done += n
-            if self.progress is not None:
-                self.progress(self.done, self.total)
-
-
-def _parallel(dest: Store, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    """In parallel, in order; the first failure stops the rest (a dead store fails fast)."""
-    return parallel_map(fn, items, dest.blobs.workers, name="ckpt-copy")
-
-
 def _sync_blob_dirs(dest: Store, results: list[PutResult]) -> None:
     """Make new blobs' renames durable before the manifest names them (local stores)."""
     if not dest.backend.is_local:
@@ -178,7 +130,7 @@ def _commit(dest: Store, name: str, info: CheckpointInfo, **parts: Any) -> None:
 def _import_files(source: Source, dest: Store, name: str, progress: Progress | None,
                   cache: HashCache | None) -> CheckpointInfo:
     dest.ensure_writable()
-    meter = _Meter(source.total_bytes, progress)
+    meter = Meter(source.total_bytes, progress)
 
     # The lock: gc must not collect blobs we count on before the manifest lands. The batch:
     # on remote stores, one listing answers every "do you have this blob?".
@@ -201,7 +153,7 @@ def _import_files(source: Source, dest: Store, name: str, progress: Progress | N
             meter.add(f.size - (passes.reported if passes is not None else 0))
             return result
 
-        results: list[PutResult] = _parallel(dest, put, source.files)
+        results: list[PutResult] = parallel(dest, put, source.files)
         _sync_blob_dirs(dest, results)
         files = {f.relpath: {"blob": r.digest, "size": r.size, "executable": f.executable}
                  for f, r in zip(source.files, results, strict=True)}
@@ -239,7 +191,7 @@ class _Passes:
     reads (half the bytes per pass, for the two passes)."""
 
     def __init__(self, opener: Callable[[], BinaryIO], size: int, where: str,
-                 meter: _Meter) -> None:
+                 meter: Meter) -> None:
         self.opener, self.size, self.where, self.meter = opener, size, where, meter
         self.first: str | None = None
         self.passes = 0
@@ -302,9 +254,9 @@ class _CheckedReader(ReadStream):
 
     def readall(self) -> bytes:
         chunks = []
-        while chunk := self.read(_CHUNK):
+        while chunk := self.read(CHUNK):
             chunks.append(chunk)
-        self.read(_CHUNK)  # reach EOF: the check runs
+        self.read(CHUNK)  # reach EOF: the check runs
         return b"".join(chunks)
 
     def close(self) -> None:
@@ -376,8 +328,8 @@ def _copy_checkpoint(src: Store, info: CheckpointInfo, dest: Store, name: str,
                                  f"{src.url} (e.g. {missing[0][:16]}); it cannot be copied "
                                  "(`ckpt verify` lists them)")
         if missing:
-            meter = _Meter(sum(blobs[d] for d in missing), progress)
-            results = _parallel(dest, lambda d: _copy_blob(src, dest, d, blobs[d], where, meter),
+            meter = Meter(sum(blobs[d] for d in missing), progress)
+            results = parallel(dest, lambda d: _copy_blob(src, dest, d, blobs[d], where, meter),
                                 missing)
             _sync_blob_dirs(dest, results)
             new_bytes = sum(r.size for r in results if r.new)
@@ -393,7 +345,7 @@ def _copy_checkpoint(src: Store, info: CheckpointInfo, dest: Store, name: str,
 
 
 def _copy_blob(src: Store, dest: Store, digest: str, size: int, where: str,
-               meter: _Meter) -> PutResult:
+               meter: Meter) -> PutResult:
     """Copy one blob, verified; large ones stream through a temp file, never into memory."""
     if size <= INLINE_LIMIT:
         result = dest.blobs.copy_from(src.blobs, digest, size, where=where)
@@ -408,7 +360,7 @@ def _copy_blob(src: Store, dest: Store, digest: str, size: int, where: str,
         count = 0
         try:
             with src.backend.open_read(rel) as f:
-                while chunk := f.read(_CHUNK):
+                while chunk := f.read(CHUNK):
                     hasher.update(chunk)
                     spool.write(chunk)
                     count += len(chunk)
@@ -422,310 +374,3 @@ def _copy_blob(src: Store, dest: Store, digest: str, size: int, where: str,
         spool.seek(0)
         dest.backend.write_stream(rel, spool)
     return PutResult(digest, size, new=True)
-
-
-# -- materialize ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Materialized:
-    """What :func:`materialize_report` did."""
-
-    path: Path
-    checkpoint: str
-    files: int
-    nbytes: int
-    reused: bool = False  # the folder already held this checkpoint and every file verified
-    rewritten: bool = False  # it held this checkpoint but no longer verified
-
-    def __str__(self) -> str:
-        if self.reused:
-            return (f"{self.path} already holds {self.checkpoint} ({self.files} files, "
-                    f"{format_bytes(self.nbytes)}; every file verifies): nothing written")
-        verb = "rewrote" if self.rewritten else "wrote"
-        note = " (the folder no longer verified)" if self.rewritten else ""
-        return (f"{verb} {self.checkpoint} to {self.path}{note}: {self.files} files, "
-                f"{format_bytes(self.nbytes)}, read-only")
-
-
-def materialize(ref: str, directory: str | os.PathLike[str], *,
-                store: str | Store | None = None, progress: Progress | None = None) -> Path:
-    """Write a checkpoint's files into ``directory`` (read-only files) and return it.
-
-    A files checkpoint gives back its files; a training state gives ``<object>.safetensors``
-    per object with tensors plus ``manifest.json``. Materializing again into a folder that
-    still verifies reuses it; one of the same checkpoint that no longer verifies is written
-    again; a folder holding anything else is refused.
-    """
-    return materialize_report(ref, directory, store=store, progress=progress).path
-
-
-def materialize_report(ref: str, directory: str | os.PathLike[str], *,
-                       store: str | Store | None = None, progress: Progress | None = None,
-                       owned: bool = False) -> Materialized:
-    """:func:`materialize`, saying what it did. ``owned``: the folder is ours alone (the
-    ``use`` cache), so anything in it that does not verify is cleared away."""
-    s = _open_store(store)
-    info = resolve_ref(s, ref)
-    doc = s.manifest(info.id)
-    stamp = _stamp(doc)
-    out = Path(directory).expanduser().absolute()
-    state, marker = _folder_state(out, info.id, stamp)
-    if state == "reusable":
-        return _report(out, info.id, marker, reused=True)
-    if state == "foreign" and not owned:
-        raise CkptError(f"cannot materialize {info.id} into {out}: {_foreign(out, info.id, marker)}"
-                        "; choose an empty or new folder (nothing there is overwritten)")
-    if state == "missing":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = out.parent / f".{out.name}{_STAGING}{_writer()}"
-    else:
-        staging = out / f"{_STAGING}{_writer()}"
-    try:
-        staging.mkdir()
-        written = _write(s, doc, staging, progress)
-        new_marker = {"checkpoint": info.id, "store": s.url, "manifest": stamp,
-                      "files": written}
-        (staging / MARKER).write_text(json.dumps(new_marker, indent=1))
-        if state == "missing":
-            try:
-                os.rename(staging, out)
-            except OSError as err:  # another process materialized it at the same moment
-                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-                if _folder_state(out, info.id, stamp)[0] == "reusable":
-                    return _report(out, info.id, new_marker, reused=True)
-                raise CkptError(f"cannot materialize {info.id} into {out}: another process "
-                                "wrote that folder meanwhile; choose another folder") from err
-        else:
-            _clear(out, marker if state == "ours" else None, everything=state == "foreign")
-            _move_in(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return _report(out, info.id, new_marker, rewritten=state in ("ours", "foreign"))
-
-
-def _report(out: Path, ckpt_id: str, marker: dict[str, Any] | None, *, reused: bool = False,
-            rewritten: bool = False) -> Materialized:
-    files = (marker or {}).get("files", {})
-    total = sum(_size(out / rel) for rel in files)
-    return Materialized(out, ckpt_id, len(files), total, reused=reused, rewritten=rewritten)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _writer() -> str:
-    """``<host>-<pid>-<random>``: :func:`writer_alive` tells whether it is still running."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def _stamp(doc: dict[str, Any]) -> str:
-    """Identifies a checkpoint's content: equal names in two stores may differ."""
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
-def _write(s: Store, doc: dict[str, Any], out: Path, progress: Progress | None,
-           ) -> dict[str, str]:
-    return (_write_files(s, doc, out, progress) if doc.get("files")
-            else _write_state(s, doc, out))
-
-
-def _write_files(s: Store, doc: dict[str, Any], out: Path,
-                 progress: Progress | None) -> dict[str, str]:
-    files: dict[str, Any] = doc["files"]
-    ckpt_id = doc["checkpoint"]["id"]
-    meter = _Meter(sum(int(f["size"]) for f in files.values()), progress)
-    jobs = [(safe_relpath(rel, where=f"checkpoint {ckpt_id}"), rel, entry)
-            for rel, entry in files.items()]
-
-    def write(job: tuple[str, str, dict[str, Any]]) -> None:
-        safe, rel, entry = job
-        size, digest = int(entry["size"]), entry["blob"]
-        where = f"checkpoint {ckpt_id}: file {rel}"
-        target = out / safe
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if size > INLINE_LIMIT:
-            _stream_blob(s, digest, size, target, where, meter)
-        else:
-            with open(target, "xb") as f:
-                f.write(s.blobs.read(digest, size, where=where))
-            meter.add(size)
-        target.chmod(0o555 if entry.get("executable") else 0o444)
-
-    _parallel(s, write, jobs)
-    return {safe: entry["blob"] for safe, _rel, entry in jobs}
-
-
-def _stream_blob(s: Store, digest: str, size: int, target: Path, where: str,
-                 meter: _Meter) -> None:
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    count = 0
-    try:
-        with s.backend.open_read(blob_path(digest)) as src, open(target, "xb") as f:
-            while chunk := src.read(_CHUNK):
-                hasher.update(chunk)
-                f.write(chunk)
-                count += len(chunk)
-                meter.add(len(chunk))
-    except FileNotFoundError as err:
-        raise IntegrityError(f"{where}: blob {digest[:16]} is missing from the store") from err
-    if count != size or hasher.hexdigest() != digest:
-        raise IntegrityError(f"{where}: blob {digest[:16]} is corrupt (its bytes do not match "
-                             "its BLAKE3 hash)")
-
-
-def _write_state(s: Store, doc: dict[str, Any], out: Path) -> dict[str, str]:
-    ckpt_id = doc["checkpoint"]["id"]
-    written = {}
-    for obj_name, obj in doc["objects"].items():
-        tensors = obj.get("tensors", ())
-        if not tensors:
-            continue
-        cache: dict[str, dict[str, Any]] = {}
-        chosen = {}
-        for t in tensors:
-            if t["blob"] not in cache:
-                buf = s.blobs.read(t["blob"], t["blob_size"],
-                                   where=f"checkpoint {ckpt_id}: {obj_name}: tensor {t['path']}")
-                cache[t["blob"]] = tensorfile.decode(buf)
-            chosen[t["path"]] = cache[t["blob"]][t["key"]]
-        rel = safe_relpath(f"{obj_name}.safetensors", where=f"checkpoint {ckpt_id}")
-        data = b"".join(bytes(c) for c in tensorfile.encode_chunks(chosen))
-        _write_readonly(out / rel, data)
-        written[rel] = hash_chunks([data])
-    manifest_bytes = json.dumps(doc, indent=1).encode()
-    _write_readonly(out / "manifest.json", manifest_bytes)
-    written["manifest.json"] = hash_chunks([manifest_bytes])
-    return written
-
-
-def _write_readonly(path: Path, data: bytes | bytearray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "xb") as f:
-        f.write(data)
-    path.chmod(0o444)
-
-
-def _listing(out: Path) -> list[str]:
-    """Every file below ``out`` (relative POSIX paths), our staging folders left out."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(out):
-        here = Path(dirpath)
-        if here == out:
-            dirnames[:] = [d for d in dirnames if not d.startswith(_STAGING)]
-        found += [(here / n).relative_to(out).as_posix() for n in filenames]
-    return found
-
-
-def _folder_state(out: Path, ckpt_id: str, stamp: str) -> tuple[str, dict[str, Any] | None]:
-    """``missing``, ``empty``, ``reusable`` (holds this checkpoint, verified), ``ours``
-    (holds only this checkpoint's files, but they no longer verify) or ``foreign``."""
-    if not out.exists():
-        return "missing", None
-    if not out.is_dir():
-        raise CkptError(f"cannot materialize {ckpt_id} into {out}: it is a file, not a folder")
-    _remove_dead_staging(out)
-    present = _listing(out)
-    if not present:
-        return "empty", None
-    try:
-        marker = json.loads((out / MARKER).read_text())
-        files: dict[str, str] = dict(marker["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "foreign", None
-    if marker.get("checkpoint") != ckpt_id or not set(present) <= {*files, MARKER}:
-        return "foreign", marker
-    if marker.get("manifest") == stamp and set(present) == {*files, MARKER} \
-            and all(_file_digest(out / rel) == digest for rel, digest in files.items()):
-        return "reusable", marker
-    return "ours", marker
-
-
-def _foreign(out: Path, ckpt_id: str, marker: dict[str, Any] | None) -> str:
-    if marker is None or marker.get("checkpoint") != ckpt_id:
-        held = f" (it holds {marker['checkpoint']})" if marker and "checkpoint" in marker else ""
-        return f"the folder is not empty and does not hold this checkpoint{held}"
-    extra = sorted(set(_listing(out)) - {*marker.get("files", {}), MARKER})
-    return f"the folder holds files that are not part of {ckpt_id} (e.g. {extra[0]!r})"
-
-
-def _file_digest(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-            while chunk := f.read(_CHUNK):
-                hasher.update(chunk)
-        return str(hasher.hexdigest())
-    except OSError:
-        return None
-
-
-def _remove_dead_staging(out: Path) -> None:
-    with contextlib.suppress(OSError):
-        for entry in os.listdir(out):
-            if entry.startswith(_STAGING) and writer_alive(entry[len(_STAGING):]) is False:
-                shutil.rmtree(out / entry, ignore_errors=True)
-
-
-def _clear(out: Path, marker: dict[str, Any] | None, *, everything: bool) -> None:
-    """Remove what an earlier materialize left (the marker first: a half-cleared folder is
-    never taken for a complete one); ``everything`` clears a folder we own entirely."""
-    with contextlib.suppress(FileNotFoundError):
-        (out / MARKER).unlink()
-    if everything:
-        for entry in os.listdir(out):
-            if entry.startswith(_STAGING):
-                continue
-            path = out / entry
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        return
-    for rel in (marker or {}).get("files", {}):
-        with contextlib.suppress(FileNotFoundError):
-            (out / rel).unlink()
-
-
-def _move_in(staging: Path, out: Path) -> None:
-    """Move every staged file into ``out``, the marker last."""
-    for rel in sorted(_listing(staging), key=lambda r: r == MARKER):
-        target = out / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / rel, target)
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "ckpt_notebook" / "materialized"
-
-
-def use(ref: str, *, store: str | Store | None = None,
-        progress: Progress | None = None) -> Path:
-    """Materialize a checkpoint into the cache and point ``$CKPT_NOTEBOOK_CHECKPOINT_PATH``
-    at it, so training code reads it like a mounted checkpoint."""
-    s = _open_store(store)
-    info = resolve_ref(s, ref)
-    key = hashlib.sha256(s.url.encode()).hexdigest()[:12]
-    path = materialize_report(info.id, cache_dir() / key / info.id, store=s, progress=progress,
-                              owned=True).path
-    os.environ[PATH_ENV] = str(path)
-    return path
-
-
-def verify_materialized(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`IntegrityError` unless ``path`` still holds what was materialized."""
-    out = Path(path)
-    try:
-        marker = json.loads((out / MARKER).read_text())
-        ckpt_id, stamp = marker["checkpoint"], marker["manifest"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise IntegrityError(f"{out} was not materialized by ckpt_notebook (no readable "
-                             f"{MARKER})") from err
-    if _folder_state(out, ckpt_id, stamp)[0] != "reusable":
-        raise IntegrityError(f"{out} no longer matches checkpoint {ckpt_id}: a file was "
-                             "changed, added or removed; materialize it again")

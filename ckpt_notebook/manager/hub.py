@@ -20,9 +20,10 @@ from typing import Any
 from ..errors import CkptError
 from ..storage import Store
 from ..types import CheckpointInfo
-from .copying import MARKER, Progress, materialize
+from .materializing import MARKER, materialize
 from .refs import resolve_ref
 from .sources import safe_relpath
+from .transfers import Progress
 
 __all__ = ["HubUpload", "parse_hf_url", "upload_to_hub"]
 

@@ -298,7 +298,7 @@ class CheckpointMagics(Magics):
                 f"{format_bytes(info.logical_bytes)}, {format_bytes(info.new_bytes)} new")
 
     def _use(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
-        from ..manager.copying import PATH_ENV, use
+        from ..manager.materializing import PATH_ENV, use
         from .progress import progress_bar
 
         with progress_bar(f"get {a.name}") as bar:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..manager import copying
+from ..manager import copying, materializing
 from ..manager.hub import HubUpload, upload_to_hub
 from ..types import CheckpointInfo
 from .progress import progress_bar
@@ -52,4 +52,4 @@ def materialize(name: str, directory: str | os.PathLike[str], *, store: Any = No
         path = ckpt_notebook.materialize("resnet-v1", "weights/")
     """
     with progress_bar(f"get {name}", enabled=progress) as bar:
-        return copying.materialize(name, directory, store=store, progress=bar)
+        return materializing.materialize(name, directory, store=store, progress=bar)
