@@ -16,6 +16,8 @@ from typing import Any, Literal
 from .errors import InvalidNameError
 
 __all__ = [
+    "DATA_ALIGN",
+    "DATA_PHASE",
     "CheckpointInfo",
     "ObjectReport",
     "RestoreReport",
@@ -61,6 +63,15 @@ def format_bytes(n: int | None) -> str:
             return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+DATA_ALIGN = 4096
+"""Block size for direct I/O: file offsets, lengths and addresses are multiples of it."""
+DATA_PHASE = 64
+"""Where a large tensor's bytes begin within a :data:`DATA_ALIGN` block, in memory and in a
+single-tensor blob. Large torch CPU tensors begin here (torch aligns to 64 bytes and glibc
+serves large blocks from fresh pages), and snapshot buffers are placed here, so such blobs
+can be written from the tensor's memory with direct I/O, without a copy."""
 
 
 @dataclass(frozen=True)

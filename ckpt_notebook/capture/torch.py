@@ -7,6 +7,7 @@ a torch object is actually captured or restored.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import CaptureError, RestoreError, UnsafeFileError
-from ..types import TensorData
+from ..types import DATA_ALIGN, DATA_PHASE, TensorData
 
 __all__ = [
     "BufferPool",
@@ -51,12 +52,27 @@ class BufferPool:
         slot = (key, like.dtype, tuple(like.shape), pin)
         buf = self._buffers.get(slot)
         if buf is None:
-            buf = torch.empty(like.shape, dtype=like.dtype, pin_memory=pin)
+            buf = _empty_at_phase(like.shape, like.dtype, pin=pin)
             self._buffers[slot] = buf
         return buf
 
     def clear(self) -> None:
         self._buffers.clear()
+
+
+def _empty_at_phase(shape: torch.Size, dtype: torch.dtype, *, pin: bool) -> torch.Tensor:
+    """An uninitialised host tensor whose bytes begin :data:`DATA_PHASE` bytes into a
+    :data:`DATA_ALIGN` block, as single-tensor blobs lay them out on disk: the store then
+    writes it with direct I/O straight from this memory."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * itemsize
+    if nbytes < DATA_ALIGN:
+        return torch.empty(shape, dtype=dtype, pin_memory=pin)
+    raw = torch.empty(nbytes + DATA_ALIGN, dtype=torch.uint8, pin_memory=pin)
+    shift = (DATA_PHASE - raw.data_ptr()) % DATA_ALIGN
+    if shift % itemsize:  # never with torch's 64-byte-aligned allocations
+        return torch.empty(shape, dtype=dtype, pin_memory=pin)
+    return raw[shift:shift + nbytes].view(dtype).view(shape)
 
 
 def snapshot_tensor(t: torch.Tensor, *, where: str, pool: BufferPool | None = None,

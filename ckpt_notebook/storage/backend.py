@@ -26,6 +26,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import CheckpointExistsError, CkptError, StoreError
+from . import directio
 
 __all__ = ["Backend", "RetryPolicy", "describe_error", "is_transient", "open_backend"]
 
@@ -253,11 +254,8 @@ class Backend:
         os.makedirs(parent, exist_ok=True)
         tmp = self._tmp_path()
         try:
-            with open(tmp, "wb", buffering=0) as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                if durable:
-                    os.fsync(f.fileno())
+            size = sum(memoryview(c).nbytes for c in chunks)
+            directio.write(tmp, chunks, direct=size >= directio.DIRECT_MIN, durable=durable)
             if exclusive:
                 try:
                     os.link(tmp, final)

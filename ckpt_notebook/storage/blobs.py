@@ -24,7 +24,7 @@ from typing import BinaryIO, TypeVar
 import blake3
 
 from ..errors import IntegrityError
-from ..types import TensorData
+from ..types import DATA_PHASE, TensorData
 from . import tensorfile
 from .backend import Backend, fsync_dir
 
@@ -257,7 +257,8 @@ class BlobStore:
                     ) -> tuple[list[TensorRef], list[PutResult]]:
         """Store tensors as safetensors blobs; returns a ref per tensor and the blobs put."""
         groups = plan_groups(tensors)
-        files = [tensorfile.encode_chunks({key: tensors[i] for key, i in group})
+        files = [tensorfile.encode_chunks({key: tensors[i] for key, i in group},
+                                          phase=DATA_PHASE if group[0][0] == "t" else None)
                  for group in groups]
         results = self.put_many(files, durable=durable, progress=progress)
         refs: list[TensorRef | None] = [None] * len(tensors)

@@ -1,7 +1,8 @@
 """The safetensors file format, written and read without copies or framework imports.
 
 A file is: 8 bytes little-endian header length N, N bytes of JSON header (padded with
-spaces to a multiple of 8), then the tensors' bytes back to back. The header maps each key
+spaces to a multiple of 8; in a blob of one large tensor, further, so that the data begins
+64 bytes past a 4 KiB boundary), then the tensors' bytes back to back. The header maps each key
 to ``{"dtype", "shape", "data_offsets": [begin, end]}`` relative to the data section.
 Every tensor blob in a store is such a file, so ``safetensors.safe_open`` reads any of them.
 """
@@ -14,7 +15,7 @@ import struct
 from collections.abc import Mapping
 
 from ..errors import FormatError
-from ..types import TensorData
+from ..types import DATA_ALIGN, TensorData
 
 __all__ = ["ITEMSIZE", "decode", "encode_chunks"]
 
@@ -28,8 +29,12 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 
 def encode_chunks(tensors: Mapping[str, TensorData],
-                  metadata: Mapping[str, str] | None = None) -> list[bytes | memoryview]:
-    """The file as a list of chunks: the header, then each tensor's own memory (no copy)."""
+                  metadata: Mapping[str, str] | None = None, *,
+                  phase: int | None = None) -> list[bytes | memoryview]:
+    """The file as a list of chunks: the header, then each tensor's own memory (no copy).
+
+    ``phase`` pads the header further, so that the data begins ``phase`` bytes past a
+    multiple of :data:`~ckpt_notebook.types.DATA_ALIGN` (for direct I/O without copies)."""
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = dict(metadata)
@@ -41,7 +46,8 @@ def encode_chunks(tensors: Mapping[str, TensorData],
         chunks.append(t.data.cast("B") if t.data.format != "B" else t.data)
         offset = end
     raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
+    pad = -len(raw) % 8 if phase is None else (phase - 8 - len(raw)) % DATA_ALIGN
+    raw += b" " * pad
     return [struct.pack("<Q", len(raw)) + raw, *chunks]
 
 
