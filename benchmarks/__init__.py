@@ -113,15 +113,16 @@ def measure(fn: Callable[[], object], repeats: int, *, setup: Callable[[], objec
     return timing
 
 
-def drop_page_cache() -> bool:
-    """``sync`` and drop the OS page cache so the next read comes from disk (needs root).
+def drop_page_cache(*, metadata: bool = True) -> bool:
+    """``sync`` and drop the OS page cache so the next read comes from disk (needs root);
+    ``metadata=False`` keeps cached directory entries and inodes.
 
     Returns whether it worked; callers fall back to warm-cache reads on both sides.
     """
     os.sync()
     try:
         with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
+            f.write("3\n" if metadata else "1\n")
     except OSError:
         return False
     return True

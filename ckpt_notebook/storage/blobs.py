@@ -123,7 +123,7 @@ class BlobStore:
 
     def __init__(self, backend: Backend, *, workers: int | None = None) -> None:
         self.backend = backend
-        self.workers = workers or (4 if backend.is_local else 16)
+        self.workers = workers or (8 if backend.is_local else 16)
         self._inventory: _Inventory | None = None
         self._batch_depth = 0
         self._batch_lock = threading.Lock()
