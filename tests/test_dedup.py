@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 
 import ckpt_notebook as ckn
@@ -53,3 +57,93 @@ def test_blobs_are_safetensors_files(store_dir: Path) -> None:
             assert tensors
             found += 1
     assert found >= 20
+
+
+# -- the hash-then-write pipeline ------------------------------------------------------------
+def _record_hashes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Spy on the store's hashing: the first 16 bytes of every blob hashed, in order."""
+    from ckpt_notebook.storage import blobs
+
+    seen: list[bytes] = []
+    real = blobs.hash_chunks
+
+    def spy(chunks: Any) -> str:
+        chunks = list(chunks)
+        seen.append(b"".join(bytes(memoryview(c)) for c in chunks)[:16])
+        return real(chunks)
+
+    monkeypatch.setattr(blobs, "hash_chunks", spy)
+    return seen
+
+
+def test_put_many_keeps_input_order_and_writes_a_repeated_blob_once(store_dir: Path) -> None:
+    store = ckn.Store(store_dir)
+    items = [[b"a" * 100], [b"b" * 200], [b"a" * 100], [b"c" * 300]]
+    results = store.blobs.put_many(items)
+    assert [r.size for r in results] == [100, 200, 100, 300]
+    assert results[0].digest == results[2].digest
+    assert [r.new for r in results] == [True, True, False, True]
+    assert len([p for p in (store_dir / "blobs").rglob("*") if p.is_file()]) == 3
+    assert [r.new for r in store.blobs.put_many(items)] == [False] * 4
+
+
+def test_put_many_hashes_hinted_blobs_first(store_dir: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _record_hashes(monkeypatch)
+    items = [[bytes([i]) * 64] for i in range(5)]
+    ckn.Store(store_dir).blobs.put_many(items, first=[3, 1])
+    assert [s[0] for s in seen] == [1, 3, 0, 2, 4]
+
+
+def test_a_failed_write_stops_put_many_and_is_raised(store_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckpt_notebook.storage import blobs
+
+    store = ckn.Store(store_dir)
+    failed = threading.Event()
+    hashed: list[str] = []
+    real_hash, real_write = blobs.hash_chunks, store.blobs.backend.write_atomic
+
+    def slow_hash(chunks: Any) -> str:
+        if failed.is_set():
+            time.sleep(0.01)  # let the pipeline notice the failure before the items run out
+        hashed.append(real_hash(chunks))
+        return hashed[-1]
+
+    def failing(rel: str, chunks: Any, **kw: Any) -> None:
+        if bytes(memoryview(chunks[0]))[:1] == b"\x01":
+            failed.set()
+            raise OSError(28, "No space left on device")
+        real_write(rel, chunks, **kw)
+
+    monkeypatch.setattr(blobs, "hash_chunks", slow_hash)
+    monkeypatch.setattr(store.blobs.backend, "write_atomic", failing)
+    items = [[bytes([i]) * 4096] for i in range(40)]
+    with pytest.raises(OSError, match="No space left"):
+        store.blobs.put_many(items)
+    assert len(hashed) < 20  # hashing stopped soon after the write failed
+    assert not store.blobs.has(real_hash(items[1]))
+    assert not [p for p in (store_dir / "tmp").rglob("*") if p.is_file()]
+
+
+def test_a_save_hashes_the_tensors_that_moved_first(store_dir: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    model = big_model()
+    ckpt = ckn.Checkpointer(store_dir, model=model, rng=False)
+    ckpt.save(wait=True)
+    seen = _record_hashes(monkeypatch)
+    with torch.no_grad():
+        model[-1].weight.mul_(2.0)
+    info = ckpt.save(wait=True)
+    # the safetensors header comes first; the last layer's blob is the one hashed first
+    last = store_blob_of(store_dir, info.id, "model", "19.weight")
+    assert seen[0] == last[:16]
+    assert info.new_bytes is not None and info.new_bytes < 0.1 * info.logical_bytes
+
+
+def store_blob_of(store_dir: Path, checkpoint: str, obj: str, key: str) -> bytes:
+    store = ckn.Store(store_dir)
+    manifest = store.manifest(checkpoint)
+    ref = next(t for t in manifest["objects"][obj]["tensors"] if t["path"] == key)
+    digest = ref["blob"]
+    return (store_dir / "blobs" / digest[:2] / digest).read_bytes()

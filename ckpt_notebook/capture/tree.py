@@ -36,6 +36,10 @@ class TensorEntry:
     data: TensorData
     array: str  # "torch" | "numpy"
     device: str = "cpu"
+    # (data pointer, version counter) of a torch tensor when captured: equal stamps in two
+    # saves mean the tensor *probably* did not change. Only an ordering hint for the store,
+    # never a reason to skip hashing: writes through ``.data`` or numpy views bypass it.
+    stamp: tuple[int, int] | None = None
 
 
 @dataclass
@@ -107,7 +111,8 @@ class Encoder:
                                                                 pool=self.pool, copy=self.copy)
             if wait is not None:
                 self.waits.append(wait)
-            self.tensors.append(TensorEntry(path, data, "torch", device))
+            self.tensors.append(TensorEntry(path, data, "torch", device,
+                                            stamp=(value.data_ptr(), value._version)))
             return {"__tensor__": len(self.tensors) - 1}
         if is_ndarray(value):
             from .arrays import ndarray_to_data

@@ -92,6 +92,7 @@ class Checkpointer:
         self.history = History(self.store, self.run)
         self.last_prune: PruneReport | None = None
         self._fingerprints: dict[str, Any] = {}
+        self._stamps: dict[tuple[str, str], tuple[int, int] | None] = {}
         self._next_request_poll = 0.0
         self.track(**objects)
         _LIVE.add(self)
@@ -109,6 +110,7 @@ class Checkpointer:
         self.history = History(self.store, self.run)
         self.last = None
         self._fingerprints = {}
+        self._stamps = {}
 
     @property
     def pending(self) -> Future[CheckpointInfo] | None:
@@ -185,7 +187,12 @@ class Checkpointer:
     def _write(self, info: CheckpointInfo, snaps: list[capture.ObjectSnapshot]) -> CheckpointInfo:
         store = self.store
         store.ensure_writable()
-        tensors = [t.data for s in snaps for t in s.tensors]
+        entries = [((s.name, t.path), t) for s in snaps for t in s.tensors]
+        tensors = [t.data for _, t in entries]
+        # tensors whose stamp moved since the last save probably changed: hash those first,
+        # so their writes overlap the hashing of the rest
+        first = [i for i, (key, t) in enumerate(entries)
+                 if t.stamp is None or self._stamps.get(key) != t.stamp]
         done = [0]
 
         def tick(n: int) -> None:
@@ -196,7 +203,7 @@ class Checkpointer:
         with store.lock():
             for s in snaps:
                 s.wait()
-            refs, puts = store.blobs.put_tensors(tensors, progress=tick)
+            refs, puts = store.blobs.put_tensors(tensors, first=first, progress=tick)
             pickle_puts = store.blobs.put_many([[p.data] for s in snaps for p in s.pickles],
                                                progress=tick)
             objects = _manifest_objects(snaps, refs, [p.digest for p in pickle_puts])
@@ -206,6 +213,7 @@ class Checkpointer:
             final = replace(info, new_bytes=new_bytes, committed=True)
             store.commit(final, objects=objects, blobs=blobs, library_versions=library_versions())
         self.last = final
+        self._stamps = {key: t.stamp for key, t in entries}
         policy = load_policy(store)
         if not policy.is_empty:  # retention runs only once the new checkpoint is committed
             self.last_prune = prune(store, policy=policy)

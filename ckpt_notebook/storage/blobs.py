@@ -17,7 +17,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO, TypeVar
 
@@ -193,21 +193,63 @@ class BlobStore:
         return PutResult(digest, size, new=True)
 
     def put_many(self, items: Sequence[Sequence[bytes | memoryview]], *,
-                 durable: bool = True,
+                 durable: bool = True, first: Collection[int] = (),
                  progress: Callable[[int], None] | None = None) -> list[PutResult]:
-        """Put several blobs in parallel; the returned list is in input order."""
-        def one(chunks: Sequence[bytes | memoryview]) -> PutResult:
-            result = self.put(chunks, durable=durable)
-            if progress is not None:
-                progress(result.size)
-            return result
+        """Put several blobs; the returned list is in input order.
 
-        with self.batch(len(items)):
-            results = parallel_map(one, items, self.workers, name="ckpt-put")
+        Hashing is CPU work and writing is I/O, so they run as a pipeline: the calling thread
+        hashes the blobs one after another (a large one on every core), and each new blob's
+        write starts on a worker thread as soon as its name is known, while the next one is
+        hashed. Blobs whose indexes are in ``first`` (say, the tensors that probably changed
+        since the last save) are hashed before the others, so their writes overlap the
+        hashing of the rest; ``first`` changes nothing but the order. The first failed write
+        stops the hashing and is raised once the writes already running finish.
+        """
+        results: list[PutResult | None] = [None] * len(items)
+        hinted = set(first)
+        order = sorted(range(len(items)), key=lambda i: i not in hinted)
+        writing: dict[str, Future[None]] = {}
+        pool = ThreadPoolExecutor(max(1, min(self.workers, len(items))),
+                                  thread_name_prefix="ckpt-put")
+
+        def write(index: int, digest: str, size: int) -> None:
+            self.backend.write_atomic(blob_path(digest), list(items[index]), durable=durable,
+                                      sync_dir=False)
+            self._wrote(digest)
+            if progress is not None:
+                progress(size)
+
+        try:
+            with self.batch(len(items)):
+                for i in order:
+                    if any(f.done() and f.exception() is not None for f in writing.values()):
+                        break
+                    chunks = items[i]
+                    digest = hash_chunks(chunks)
+                    size = sum(memoryview(c).nbytes for c in chunks)
+                    if digest in writing or self.has(digest):
+                        results[i] = PutResult(digest, size, new=False)
+                        if progress is not None:
+                            progress(size)
+                        continue
+                    results[i] = PutResult(digest, size, new=True)
+                    writing[digest] = pool.submit(write, i, digest, size)
+                futures = list(writing.values())
+                wait(futures, return_when=FIRST_EXCEPTION)
+                failed = next((f for f in futures
+                               if f.done() and not f.cancelled() and f.exception()), None)
+                if failed is not None:
+                    for future in futures:
+                        future.cancel()
+                    wait(futures)
+                    failed.result()  # raises
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        done = [r for r in results if r is not None]
         if durable and self.backend.is_local:
-            for digest in {r.digest[:2] for r in results if r.new}:
-                fsync_dir(self.backend.path(f"blobs/{digest}"))
-        return results
+            for prefix in {r.digest[:2] for r in done if r.new}:
+                fsync_dir(self.backend.path(f"blobs/{prefix}"))
+        return done
 
     def put_file(self, open_file: Callable[[], BinaryIO], size: int, *,
                  digest: str | None = None, known: Collection[str] = (),
@@ -253,14 +295,20 @@ class BlobStore:
         return self.put([memoryview(other.read(digest, size, where=where))], durable=durable)
 
     def put_tensors(self, tensors: Sequence[TensorData], *, durable: bool = True,
+                    first: Collection[int] = (),
                     progress: Callable[[int], None] | None = None,
                     ) -> tuple[list[TensorRef], list[PutResult]]:
-        """Store tensors as safetensors blobs; returns a ref per tensor and the blobs put."""
+        """Store tensors as safetensors blobs; returns a ref per tensor and the blobs put.
+
+        ``first``: indexes of tensors that probably changed; their blobs are hashed first
+        (see :meth:`put_many`)."""
         groups = plan_groups(tensors)
         files = [tensorfile.encode_chunks({key: tensors[i] for key, i in group},
                                           phase=DATA_PHASE if group[0][0] == "t" else None)
                  for group in groups]
-        results = self.put_many(files, durable=durable, progress=progress)
+        hinted = set(first)
+        first_files = [g for g, group in enumerate(groups) if any(i in hinted for _, i in group)]
+        results = self.put_many(files, durable=durable, first=first_files, progress=progress)
         refs: list[TensorRef | None] = [None] * len(tensors)
         for group, result in zip(groups, results, strict=True):
             for key, i in group:
