@@ -403,10 +403,15 @@ def test_copy_checkpoints_between_local_and_s3(s3_server: S3Server, tmp_path: Pa
 def test_save_and_copy_survive_flaky_s3(faulty_s3: FaultyProxy, tmp_path: Path,
                                         mode: str) -> None:
     """30% of requests fail (never more than twice in a row for one request). botocore's own
-    retries are off (max_attempts=1), so our RetryPolicy is what gets the work through."""
+    retries are off (max_attempts=1), so our RetryPolicy is what gets the work through.
+
+    9 attempts, because checking for a missing key is two requests on s3fs (a HEAD, then a
+    listing for the "directory" case), each of which may fail twice in a row: HEAD fails
+    twice, then the listing, HEAD twice again, the listing again (its second in a row), HEAD
+    twice more; only the 9th attempt surely gets through."""
     bucket = faulty_s3.make_bucket(f"flaky{mode}")
     store = Store(faulty_s3.url(bucket, "store"), **faulty_s3.options(max_attempts=1),
-                  retry=RetryPolicy(attempts=4, base=0.01, cap=0.05))
+                  retry=RetryPolicy(attempts=9, base=0.01, cap=0.05))
     faulty_s3.fail_rate, faulty_s3.mode, faulty_s3.max_consecutive = 0.3, mode, 2
     model = mlp(5)
     ck = Checkpointer(store, model=model, rng=False, async_save=False)

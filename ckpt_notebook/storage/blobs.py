@@ -203,13 +203,15 @@ class BlobStore:
         hashed. Blobs whose indexes are in ``first`` (say, the tensors that probably changed
         since the last save) are hashed before the others, so their writes overlap the
         hashing of the rest; ``first`` changes nothing but the order. The first failed write
-        stops the hashing and is raised once the writes already running finish.
+        stops the hashing and is raised once the writes already running finish. A single
+        blob (or ``workers=1``) is hashed and written in the calling thread.
         """
         results: list[PutResult | None] = [None] * len(items)
         hinted = set(first)
         order = sorted(range(len(items)), key=lambda i: i not in hinted)
         writing: dict[str, Future[None]] = {}
-        pool = ThreadPoolExecutor(max(1, min(self.workers, len(items))),
+        inline = len(items) <= 1 or self.workers <= 1
+        pool = ThreadPoolExecutor(1 if inline else min(self.workers, len(items)),
                                   thread_name_prefix="ckpt-put")
 
         def write(index: int, digest: str, size: int) -> None:
@@ -232,8 +234,11 @@ class BlobStore:
                         if progress is not None:
                             progress(size)
                         continue
+                    if inline:
+                        write(i, digest, size)
+                    else:
+                        writing[digest] = pool.submit(write, i, digest, size)
                     results[i] = PutResult(digest, size, new=True)
-                    writing[digest] = pool.submit(write, i, digest, size)
                 futures = list(writing.values())
                 wait(futures, return_when=FIRST_EXCEPTION)
                 failed = next((f for f in futures
