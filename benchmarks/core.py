@@ -23,9 +23,13 @@ ckpt_notebook (``Checkpointer(store, model=model, rng=False)``, so the tensor pa
                          and store as before (snapshot buffers reused from the last save)
     ``save_10pct``       ``save(wait=True)`` after ~10% of the bytes changed, same Checkpointer
                          (compared with ``sync_save_warm``: the same conditions, all changed)
+    ``async_save_warm``  ``save()`` + ``wait()`` (async, the default) after every tensor
+                         changed, same Checkpointer (info)
+    ``async_save_10pct`` the same after ~10% of the bytes changed (info): tensors whose
+                         snapshot buffer already holds their bytes are neither copied nor hashed
     ``async_stall_first`` how long ``save()`` (async) blocks the caller, a new Checkpointer
-    ``async_stall_later`` the same on its 2nd and 3rd save (host buffers reused);
-                         ``wait()`` is called outside the timed region
+    ``async_stall_later`` the same on its 2nd and 3rd save (host buffers reused), every
+                         tensor changed before each; ``wait()`` is outside the timed region
     ``restore``          ``restore("latest")``: read every blob, verify its BLAKE3 hash, and
                          copy into the existing model (``load_state_dict``)
 
@@ -77,7 +81,7 @@ FREE_SPACE_FACTOR = 20  # a size's run keeps about this many copies of the state
 
 MEASUREMENTS = (
     "raw_write", "raw_write_direct", "torch_save", "safetensors_save", "sync_save",
-    "sync_save_warm", "save_10pct",
+    "sync_save_warm", "save_10pct", "async_save_warm", "async_save_10pct",
     "memory_copy", "memory_copy_warm", "async_stall_first", "async_stall_later",
     "raw_read", "restore", "safetensors_load", "raw_read_warm", "restore_warm",
 )
@@ -100,6 +104,7 @@ INFO_RATIOS = {
     "safetensors_save_vs_raw_write": ("raw_write", "safetensors_save"),
     "sync_save_warm_vs_raw_write": ("raw_write", "sync_save_warm"),
     "save_10pct_vs_sync_save": ("save_10pct", "sync_save"),
+    "async_save_10pct_vs_async_full": ("async_save_10pct", "async_save_warm"),
     "async_stall_later_vs_warm_copy": ("async_stall_later", "memory_copy_warm"),
     "restore_vs_safetensors_load": ("safetensors_load", "restore"),
     "restore_warm_vs_raw_read_warm": ("raw_read_warm", "restore_warm"),
@@ -273,7 +278,7 @@ class SizeRun:
         self.changed_bytes = sum(state_bytes(self.model[i]) for i in self.changed_layers)
         n = self.nbytes
         self.timings: dict[str, Timing] = {
-            name: Timing(nbytes=self.changed_bytes if name == "save_10pct" else n)
+            name: Timing(nbytes=self.changed_bytes if name.endswith("10pct") else n)
             for name in MEASUREMENTS}
         self.new_bytes_10pct: int | None = None
         self._count = 0
@@ -310,6 +315,8 @@ class SizeRun:
         load_before = os.getloadavg()[0]
         incremental = self.checkpointer(self.work / "incremental-store")
         incremental.save(wait=True)  # prime: the store and its host buffers exist from here on
+        incremental.save()
+        incremental.wait()
         raw_write(self.model, self.raw_file)
         safetensors_save(self.model, self.st_file)
         copy_buffers = memory_copy(self.model)
@@ -317,6 +324,7 @@ class SizeRun:
             self.log(f"round {r + 1} of {self.options.repeats}")
             self.writes(incremental)
             self.stalls(copy_buffers)
+            incremental.save(wait=True)  # untimed: its latest is the model stalls() left
             self.reads(incremental)
         incremental.close()
         return self.result(load_before, os.getloadavg()[0])
@@ -339,6 +347,15 @@ class SizeRun:
         info = self.time_write("save_10pct", lambda: incremental.save(wait=True))
         self.new_bytes_10pct = info.new_bytes  # type: ignore[attr-defined]
 
+        def save_async() -> None:
+            incremental.save()
+            incremental.wait()
+
+        change(self.model, range(len(self.model)))
+        self.time_write("async_save_warm", save_async)
+        change(self.model, self.changed_layers)
+        self.time_write("async_save_10pct", save_async)
+
     def stalls(self, copy_buffers: dict[str, torch.Tensor]) -> None:
         """The async save() stall of a new Checkpointer and of its 2nd and 3rd saves, against
         a plain copy to fresh memory and into buffers allocated beforehand."""
@@ -356,6 +373,7 @@ class SizeRun:
         self.time("async_stall_first", ckpt.save)
         ckpt.wait()
         for _ in range(2):
+            change(self.model, range(len(self.model)))  # trained since: every buffer is stale
             self.time("async_stall_later", ckpt.save)
             ckpt.wait()
         ckpt.close()

@@ -60,8 +60,9 @@ def test_blobs_are_safetensors_files(store_dir: Path) -> None:
 
 
 # -- the hash-then-write pipeline ------------------------------------------------------------
-def _record_hashes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Spy on the store's hashing: the first 16 bytes of every blob hashed, in order."""
+def _record_hashes(monkeypatch: pytest.MonkeyPatch, *, min_size: int = 0) -> list[bytes]:
+    """Spy on the store's hashing: the first 16 bytes of everything of at least
+    ``min_size`` bytes hashed, in order."""
     from ckpt_notebook.storage import blobs
 
     seen: list[bytes] = []
@@ -69,7 +70,8 @@ def _record_hashes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
     def spy(chunks: Any) -> str:
         chunks = list(chunks)
-        seen.append(b"".join(bytes(memoryview(c)) for c in chunks)[:16])
+        if sum(memoryview(c).nbytes for c in chunks) >= min_size:
+            seen.append(b"".join(bytes(memoryview(c)) for c in chunks)[:16])
         return real(chunks)
 
     monkeypatch.setattr(blobs, "hash_chunks", spy)
@@ -147,3 +149,90 @@ def store_blob_of(store_dir: Path, checkpoint: str, obj: str, key: str) -> bytes
     ref = next(t for t in manifest["objects"][obj]["tensors"] if t["path"] == key)
     digest = ref["blob"]
     return (store_dir / "blobs" / digest[:2] / digest).read_bytes()
+
+
+# -- async saves: a snapshot buffer that already holds a tensor's bytes ----------------------
+def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [layer.weight for layer in model]  # type: ignore[union-attr]
+
+
+def test_same_bytes_is_exact() -> None:
+    from ckpt_notebook.capture.torch import same_bytes
+
+    a = torch.randn(1 << 16)
+    assert same_bytes(a, a.clone())
+    b = a.clone()
+    b[12345] += 1.0  # not among the sampled elements: the full comparison finds it
+    assert not same_bytes(a, b)
+    zeros = torch.zeros(8)
+    assert not same_bytes(zeros, -zeros)  # equal as floats, different bytes
+    nan = torch.full((8,), float("nan"))
+    other_nan = nan.view(torch.int32).add(1).view(torch.float32)
+    assert not same_bytes(nan, other_nan) and same_bytes(nan, nan.clone())
+    assert not same_bytes(a, a.to(torch.float64)) and not same_bytes(a[::2], a[1::2])
+
+
+def test_async_save_skips_tensors_its_buffers_already_hold(store_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    model = big_model()
+    ckpt = ckn.Checkpointer(store_dir, model=model, rng=False)
+    ckpt.save(step=1)
+    ckpt.wait()
+    seen = _record_hashes(monkeypatch, min_size=1 << 20)
+    with torch.no_grad():
+        _weights(model)[3].add_(1.0)
+        _weights(model)[7].data.mul_(2.0)  # .data: the version counter does not move
+    ckpt.save(step=2)
+    info = ckpt.wait()
+    assert info is not None and info.new_bytes is not None
+    assert len(seen) == 2, len(seen)  # the two changed weights; the other 18 are not hashed
+    assert 2 * (1 << 20) <= info.new_bytes < 3 * (1 << 20)
+    assert ckpt.verify(info.id) == []
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for w in _weights(model):
+            w.zero_()
+    ckpt.restore(info.id)
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+
+
+def test_a_failed_async_save_makes_the_next_one_hash_everything(
+        store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = big_model()
+    ckpt = ckn.Checkpointer(store_dir, model=model, rng=False)
+    ckpt.save(step=1)
+    ckpt.wait()
+    store = ckpt.store
+    real = store.commit
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "commit", refuse)
+    with torch.no_grad():
+        _weights(model)[0].add_(1.0)
+    ckpt.save(step=2)
+    with pytest.raises(Exception, match="No space left"):
+        ckpt.wait()
+    monkeypatch.setattr(store, "commit", real)
+    seen = _record_hashes(monkeypatch, min_size=1 << 20)
+    ckpt.save(step=3)
+    info = ckpt.wait()
+    assert info is not None and len(seen) == 20  # every weight
+    assert ckpt.verify(info.id) == []
+
+
+def test_a_known_blob_that_gc_removed_is_written_again(store_dir: Path) -> None:
+    model = big_model()
+    ckpt = ckn.Checkpointer(store_dir, model=model, rng=False)
+    ckpt.save(step=1)
+    first = ckpt.wait()
+    assert first is not None
+    ckpt.delete(first.id, force=True)
+    ckpt.gc()
+    assert not [p for p in (store_dir / "blobs").rglob("*") if p.is_file()]
+    ckpt.save(step=2)  # every buffer still holds the bytes of step 1
+    again = ckpt.wait()
+    assert again is not None and again.new_bytes is not None
+    assert again.new_bytes >= again.logical_bytes  # every blob written again (plus headers)
+    assert ckpt.verify(again.id) == []

@@ -76,10 +76,18 @@ def _empty_at_phase(shape: torch.Size, dtype: torch.dtype, *, pin: bool) -> torc
 
 
 def snapshot_tensor(t: torch.Tensor, *, where: str, pool: BufferPool | None = None,
-                    copy: bool = True) -> tuple[TensorData, str, Callable[[], None] | None]:
-    """Copy ``t`` to host memory now; returns its bytes, its device, and a wait (GPU copies
-    finish asynchronously; call the wait before reading the bytes). With ``copy=False`` a
-    contiguous CPU tensor is read in place (for synchronous saves: the caller waits)."""
+                    copy: bool = True,
+                    ) -> tuple[TensorData, str, Callable[[], None] | None, bool | None]:
+    """Copy ``t`` to host memory now; returns its bytes, its device, a wait (GPU copies
+    finish asynchronously; call the wait before reading the bytes), and whether the pool's
+    buffer already held exactly these bytes (``None``: no pool buffer was used). With
+    ``copy=False`` a contiguous CPU tensor is read in place (for synchronous saves: the
+    caller waits).
+
+    A CPU tensor whose bytes equal its pool buffer's is not copied again: comparing is
+    cheaper than copying plus hashing, and it is exact (bytes, not float equality). A
+    sample of elements is compared first, so a tensor that changed (every trained
+    parameter) costs almost nothing extra."""
     if t.layout != torch.strided or t.is_quantized or t.is_nested:
         raise CaptureError(f"cannot save {where}: {t.layout} tensors are not supported; "
                            "convert it with .to_dense() first")
@@ -89,11 +97,14 @@ def snapshot_tensor(t: torch.Tensor, *, where: str, pool: BufferPool | None = No
     src = t.detach()
     device = str(src.device)
     wait: Callable[[], None] | None = None
+    reused: bool | None = None
     if not copy and src.device.type == "cpu":
         host = src.contiguous()
     elif pool is not None:
         host = pool.take(where, src)
-        host.copy_(src, non_blocking=src.device.type == "cuda")
+        reused = src.device.type == "cpu" and same_bytes(src, host)
+        if not reused:
+            host.copy_(src, non_blocking=src.device.type == "cuda")
     elif src.device.type == "cpu":
         host = src.clone(memory_format=torch.contiguous_format)
     else:
@@ -106,7 +117,24 @@ def snapshot_tensor(t: torch.Tensor, *, where: str, pool: BufferPool | None = No
     elif src.device.type not in ("cpu", "meta") and host.device.type == "cpu":
         pass  # other accelerators: copy_ above was synchronous
     raw: Any = host.reshape(-1).view(torch.uint8).numpy() if host.numel() else b""
-    return TensorData(code, tuple(src.shape), memoryview(raw)), device, wait
+    return TensorData(code, tuple(src.shape), memoryview(raw)), device, wait, reused
+
+
+_SAME_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_SAMPLE = 64  # elements compared before the whole tensor
+
+
+def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two contiguous CPU tensors of one dtype and shape hold identical bytes (NaN
+    payloads and the sign of zero included: they are compared as integers)."""
+    width = _SAME_WIDTH.get(a.element_size())
+    if (width is None or a.dtype != b.dtype or a.shape != b.shape or a.numel() == 0
+            or not a.is_contiguous() or not b.is_contiguous() or a.is_complex()
+            or a.device.type != "cpu" or b.device.type != "cpu"):
+        return False
+    x, y = a.reshape(-1).view(width), b.reshape(-1).view(width)
+    step = max(1, x.numel() // _SAMPLE)
+    return bool(torch.equal(x[::step], y[::step]) and torch.equal(x, y))
 
 
 def data_to_tensor(data: TensorData) -> torch.Tensor:

@@ -40,6 +40,9 @@ class TensorEntry:
     # saves mean the tensor *probably* did not change. Only an ordering hint for the store,
     # never a reason to skip hashing: writes through ``.data`` or numpy views bypass it.
     stamp: tuple[int, int] | None = None
+    # whether ``data`` is a snapshot-pool buffer (None: not one), and True when that buffer
+    # already held exactly these bytes, so it was not rewritten (see snapshot_tensor)
+    reused: bool | None = None
 
 
 @dataclass
@@ -107,11 +110,11 @@ class Encoder:
         if is_tensor(value):
             from . import torch as torch_capture
 
-            data, device, wait = torch_capture.snapshot_tensor(value, where=self._where(path),
-                                                                pool=self.pool, copy=self.copy)
+            data, device, wait, reused = torch_capture.snapshot_tensor(
+                value, where=self._where(path), pool=self.pool, copy=self.copy)
             if wait is not None:
                 self.waits.append(wait)
-            self.tensors.append(TensorEntry(path, data, "torch", device,
+            self.tensors.append(TensorEntry(path, data, "torch", device, reused=reused,
                                             stamp=(value.data_ptr(), value._version)))
             return {"__tensor__": len(self.tensors) - 1}
         if is_ndarray(value):

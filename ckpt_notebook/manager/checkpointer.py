@@ -28,7 +28,7 @@ from .. import capture, retention
 from ..errors import BackgroundSaveError, CheckpointExistsError, RestoreError
 from ..storage import Store, VerifyProblem
 from ..storage.blobs import TensorRef
-from ..types import CheckpointInfo, ObjectReport, RestoreReport, utc_now, validate_name
+from ..types import CheckpointInfo, ObjectReport, RestoreReport, TensorData, utc_now, validate_name
 from .environment import clean_metrics, default_run_name, library_versions, notebook_path
 from .maintenance import (
     PruneReport,
@@ -93,6 +93,8 @@ class Checkpointer:
         self.last_prune: PruneReport | None = None
         self._fingerprints: dict[str, Any] = {}
         self._stamps: dict[tuple[str, str], tuple[int, int] | None] = {}
+        # snapshot-pool buffer -> the digest of the blob its current bytes were stored as
+        self._buffer_digests: dict[tuple[Any, ...], str] = {}
         self._next_request_poll = 0.0
         self.track(**objects)
         _LIVE.add(self)
@@ -193,6 +195,9 @@ class Checkpointer:
         # so their writes overlap the hashing of the rest
         first = [i for i, (key, t) in enumerate(entries)
                  if t.stamp is None or self._stamps.get(key) != t.stamp]
+        # a pool buffer that already held the tensor's bytes was stored as a known blob
+        known = {i: digest for i, (key, t) in enumerate(entries)
+                 if t.reused and (digest := self._buffer_digests.get(_buffer_key(key, t)))}
         done = [0]
 
         def tick(n: int) -> None:
@@ -200,10 +205,33 @@ class Checkpointer:
             if self.progress is not None:
                 self.progress(done[0], info.logical_bytes)
 
+        try:
+            final, refs = self._commit(info, snaps, tensors, first, known, tick)
+        except BaseException:
+            self._buffer_digests.clear()  # the buffers may hold bytes that were never stored
+            raise
+        self.last = final
+        self._stamps = {key: t.stamp for key, t in entries}
+        for (key, t), ref in zip(entries, refs, strict=True):
+            if t.reused is not None:
+                if ref.key == "t":
+                    self._buffer_digests[_buffer_key(key, t)] = ref.blob
+                else:
+                    self._buffer_digests.pop(_buffer_key(key, t), None)
+        policy = load_policy(store)
+        if not policy.is_empty:  # retention runs only once the new checkpoint is committed
+            self.last_prune = prune(store, policy=policy)
+        return final
+
+    def _commit(self, info: CheckpointInfo, snaps: list[capture.ObjectSnapshot],
+                tensors: list[TensorData], first: list[int], known: dict[int, str],
+                tick: Callable[[int], None]) -> tuple[CheckpointInfo, list[TensorRef]]:
+        store = self.store
         with store.lock():
             for s in snaps:
                 s.wait()
-            refs, puts = store.blobs.put_tensors(tensors, first=first, progress=tick)
+            refs, puts = store.blobs.put_tensors(tensors, first=first, known=known,
+                                                 progress=tick)
             pickle_puts = store.blobs.put_many([[p.data] for s in snaps for p in s.pickles],
                                                progress=tick)
             objects = _manifest_objects(snaps, refs, [p.digest for p in pickle_puts])
@@ -212,12 +240,7 @@ class Checkpointer:
                                              if r.new}.values())
             final = replace(info, new_bytes=new_bytes, committed=True)
             store.commit(final, objects=objects, blobs=blobs, library_versions=library_versions())
-        self.last = final
-        self._stamps = {key: t.stamp for key, t in entries}
-        policy = load_policy(store)
-        if not policy.is_empty:  # retention runs only once the new checkpoint is committed
-            self.last_prune = prune(store, policy=policy)
-        return final
+        return final, refs
 
     # -- the training loop ---------------------------------------------------------------
     def step(self, step: int, metrics: Mapping[str, Any] | None = None, *,
@@ -501,6 +524,12 @@ def _manifest_objects(snaps: Sequence[capture.ObjectSnapshot], refs: Sequence[Te
         if pickles:
             objects[s.name]["pickles"] = pickles
     return objects
+
+
+def _buffer_key(key: tuple[str, str], entry: Any) -> tuple[Any, ...]:
+    """Which pool buffer a tensor entry came from: the pool keeps one per path, dtype,
+    shape and kind of memory (pinned for GPU tensors)."""
+    return (*key, entry.data.dtype, entry.data.shape, entry.device)
 
 
 def _make_pool() -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO, TypeVar
@@ -194,6 +194,7 @@ class BlobStore:
 
     def put_many(self, items: Sequence[Sequence[bytes | memoryview]], *,
                  durable: bool = True, first: Collection[int] = (),
+                 digests: Sequence[str | None] | None = None,
                  progress: Callable[[int], None] | None = None) -> list[PutResult]:
         """Put several blobs; the returned list is in input order.
 
@@ -205,6 +206,9 @@ class BlobStore:
         hashing of the rest; ``first`` changes nothing but the order. The first failed write
         stops the hashing and is raised once the writes already running finish. A single
         blob (or ``workers=1``) is hashed and written in the calling thread.
+
+        ``digests`` may name blobs whose hash the caller knows for certain (the same bytes
+        were hashed before): those are not hashed again.
         """
         results: list[PutResult | None] = [None] * len(items)
         hinted = set(first)
@@ -227,7 +231,7 @@ class BlobStore:
                     if any(f.done() and f.exception() is not None for f in writing.values()):
                         break
                     chunks = items[i]
-                    digest = hash_chunks(chunks)
+                    digest = (digests[i] if digests is not None else None) or hash_chunks(chunks)
                     size = sum(memoryview(c).nbytes for c in chunks)
                     if digest in writing or self.has(digest):
                         results[i] = PutResult(digest, size, new=False)
@@ -300,20 +304,24 @@ class BlobStore:
         return self.put([memoryview(other.read(digest, size, where=where))], durable=durable)
 
     def put_tensors(self, tensors: Sequence[TensorData], *, durable: bool = True,
-                    first: Collection[int] = (),
+                    first: Collection[int] = (), known: Mapping[int, str] | None = None,
                     progress: Callable[[int], None] | None = None,
                     ) -> tuple[list[TensorRef], list[PutResult]]:
         """Store tensors as safetensors blobs; returns a ref per tensor and the blobs put.
 
-        ``first``: indexes of tensors that probably changed; their blobs are hashed first
-        (see :meth:`put_many`)."""
+        ``first``: indexes of tensors that probably changed; their blobs are hashed first.
+        ``known``: index -> the digest of the blob that tensor had alone the last time its
+        exact bytes were stored; such a blob is not hashed again (see :meth:`put_many`)."""
         groups = plan_groups(tensors)
         files = [tensorfile.encode_chunks({key: tensors[i] for key, i in group},
                                           phase=DATA_PHASE if group[0][0] == "t" else None)
                  for group in groups]
         hinted = set(first)
         first_files = [g for g, group in enumerate(groups) if any(i in hinted for _, i in group)]
-        results = self.put_many(files, durable=durable, first=first_files, progress=progress)
+        known = known or {}
+        digests = [known.get(group[0][1]) if group[0][0] == "t" else None for group in groups]
+        results = self.put_many(files, durable=durable, first=first_files, digests=digests,
+                                progress=progress)
         refs: list[TensorRef | None] = [None] * len(tensors)
         for group, result in zip(groups, results, strict=True):
             for key, i in group:
