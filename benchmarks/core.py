@@ -18,11 +18,14 @@ baselines
 
 ckpt_notebook (``Checkpointer(store, model=model, rng=False)``, so the tensor path is measured)
     ``sync_save``        ``save(wait=True)`` into a new, empty store with a new Checkpointer
-                         (every byte is new; snapshot buffers are allocated fresh)
+                         (every byte is new; a first save reads tensors in place and keeps
+                         no host copy)
     ``sync_save_warm``   ``save(wait=True)`` after every tensor changed, same Checkpointer
-                         and store as before (snapshot buffers reused from the last save)
+                         and store as before (tensors read in place, their host copies
+                         refreshed alongside the writes)
     ``save_10pct``       ``save(wait=True)`` after ~10% of the bytes changed, same Checkpointer
-                         (compared with ``sync_save_warm``: the same conditions, all changed)
+                         (compared with ``sync_save_warm``: the same conditions, all changed):
+                         tensors that match their host copy are neither hashed nor written
     ``async_save_warm``  ``save()`` + ``wait()`` (async, the default) after every tensor
                          changed, same Checkpointer (info)
     ``async_save_10pct`` the same after ~10% of the bytes changed (info): tensors whose

@@ -18,6 +18,7 @@ from .errors import InvalidNameError
 __all__ = [
     "DATA_ALIGN",
     "DATA_PHASE",
+    "OWN_BLOB_MIN",
     "CheckpointInfo",
     "ObjectReport",
     "RestoreReport",
@@ -72,6 +73,8 @@ DATA_PHASE = 64
 single-tensor blob. Large torch CPU tensors begin here (torch aligns to 64 bytes and glibc
 serves large blocks from fresh pages), and snapshot buffers are placed here, so such blobs
 can be written from the tensor's memory with direct I/O, without a copy."""
+OWN_BLOB_MIN = 1 << 20
+"""Tensors of at least this many bytes get a blob of their own; smaller ones are packed."""
 
 
 @dataclass(frozen=True)

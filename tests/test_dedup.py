@@ -236,3 +236,99 @@ def test_a_known_blob_that_gc_removed_is_written_again(store_dir: Path) -> None:
     assert again is not None and again.new_bytes is not None
     assert again.new_bytes >= again.logical_bytes  # every blob written again (plus headers)
     assert ckpt.verify(again.id) == []
+
+
+# -- sync saves: host copies to compare with --------------------------------------------------
+def _restores_exactly(ckpt: ckn.Checkpointer, model: torch.nn.Module, checkpoint: str) -> bool:
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for w in _weights(model):
+            w.zero_()
+    ckpt.restore(checkpoint)
+    return all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+
+
+def test_sync_saves_skip_tensors_that_match_their_host_copy(
+        store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = big_model()
+    ckpt = ckn.Checkpointer(store_dir, model=model, rng=False, async_save=False)
+    ckpt.save(step=1)  # a first save keeps no copies...
+    seen = _record_hashes(monkeypatch, min_size=1 << 20)
+    ckpt.save(step=2)  # ...the second hashes everything and copies it
+    assert len(seen) == 20
+    seen.clear()
+    with torch.no_grad():
+        _weights(model)[3].add_(1.0)
+        _weights(model)[7].data.mul_(2.0)  # .data: the version counter does not move
+    info = ckpt.save(step=3)
+    assert len(seen) == 2, len(seen)  # the two changed weights; 18 matched their copies
+    assert info.new_bytes is not None and 2 * (1 << 20) <= info.new_bytes < 3 * (1 << 20)
+    assert ckpt.verify(info.id) == []
+    seen.clear()
+    with torch.no_grad():
+        _weights(model)[7].data.mul_(2.0)  # changed again: its copy was refreshed at step 3
+    info = ckpt.save(step=4)
+    assert len(seen) == 1
+    assert _restores_exactly(ckpt, model, info.id)
+
+
+def test_a_copy_that_failed_to_refresh_is_not_trusted(store_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckpt_notebook.capture.torch import Mirror
+
+    model = big_model()
+    ckpt = ckn.Checkpointer(store_dir, model=model, rng=False, async_save=False)
+    ckpt.save(step=1)
+    real = Mirror.refresh
+
+    def torn(self: Mirror) -> None:
+        half = self.copy.numel() // 2
+        self.copy.view(-1)[:half].copy_(self.live.view(-1)[:half])
+        raise MemoryError("out of memory while copying")
+
+    monkeypatch.setattr(Mirror, "refresh", torn)
+    info = ckpt.save(step=2)  # the save itself does not depend on the copies
+    assert ckpt.verify(info.id) == []
+    monkeypatch.setattr(Mirror, "refresh", real)
+    seen = _record_hashes(monkeypatch, min_size=1 << 20)
+    ckpt.save(step=3)
+    assert len(seen) == 20  # no copy vouches for anything
+    seen.clear()
+    ckpt.save(step=4)
+    assert seen == []
+
+
+def test_without_host_copies_every_save_hashes_every_tensor(
+        store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = big_model()
+    ckpt = ckn.Checkpointer(store_dir, model=model, rng=False, host_copy=False)
+    ckpt.save(step=1, wait=True)
+    seen = _record_hashes(monkeypatch, min_size=1 << 20)
+    ckpt.save(step=2, wait=True)
+    ckpt.save(step=3)  # async: snapshots into fresh memory
+    with torch.no_grad():
+        _weights(model)[0].add_(1.0)  # after save() returned: must not reach step 3
+    info = ckpt.wait()
+    assert info is not None and len(seen) == 40
+    assert info.new_bytes == 0
+    assert ckpt.verify(info.id) == []
+
+
+def test_put_many_takes_a_digest_a_check_vouches_for(store_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckpt_notebook.storage.blobs import hash_chunks
+
+    store = ckn.Store(store_dir)
+    items = [[bytes([i]) * 1000] for i in range(3)]
+    store.blobs.put_many(items)
+    seen = _record_hashes(monkeypatch)
+    asked: list[int] = []
+
+    def vouch(i: int, digest: str | None) -> Any:
+        return lambda: asked.append(i) or digest
+
+    results = store.blobs.put_many(items, digests=[vouch(0, hash_chunks(items[0])),
+                                                   vouch(1, None), None])
+    assert asked == [0, 1] and len(seen) == 2  # blob 0 was vouched for; 1 and 2 were hashed
+    assert [r.digest for r in results] == [hash_chunks(i) for i in items]
+    assert not any(r.new for r in results)

@@ -52,10 +52,11 @@ def _state_of(obj: Any, kind: str) -> Any:
 
 
 def snapshot(name: str, obj: Any, *, allow_pickle: bool = False,
-             pool: Any = None, copy: bool = True) -> ObjectSnapshot:
+             pool: Any = None, copy: bool = True, mirror: bool = False) -> ObjectSnapshot:
     """Copy ``obj``'s state now; later in-place changes to ``obj`` do not reach the snapshot.
 
-    ``copy=False`` reads CPU arrays in place: only for a caller that waits for the write."""
+    ``copy=False`` reads CPU arrays in place: only for a caller that waits for the write;
+    ``mirror=True`` then pairs large CPU tensors with a pool copy (``TensorEntry.mirror``)."""
     kind = classify(obj)
     if kind == "value" and callable(obj) and not allow_pickle:
         raise CaptureError(
@@ -63,7 +64,7 @@ def snapshot(name: str, obj: Any, *, allow_pickle: bool = False,
             "load_state_dict) nor a plain value; give it those two methods, or pass "
             f"allow_pickle=True for {name!r}"
         )
-    enc = Encoder(name, allow_pickle=allow_pickle, pool=pool, copy=copy)
+    enc = Encoder(name, allow_pickle=allow_pickle, pool=pool, copy=copy, mirror=mirror)
     tree = enc.encode(_state_of(obj, kind))
     return ObjectSnapshot(name, kind, type_name(obj), tree, enc.tensors, enc.pickles, enc.waits)
 

@@ -43,6 +43,8 @@ class TensorEntry:
     # whether ``data`` is a snapshot-pool buffer (None: not one), and True when that buffer
     # already held exactly these bytes, so it was not rewritten (see snapshot_tensor)
     reused: bool | None = None
+    # a tensor read in place: its pool copy, to compare and refresh (capture.torch.Mirror)
+    mirror: Any = None
 
 
 @dataclass
@@ -81,6 +83,7 @@ class Encoder:
     allow_pickle: bool = False
     pool: Any = None
     copy: bool = True  # False: CPU arrays are read in place (the caller waits for the write)
+    mirror: bool = False  # with copy=False: pair large CPU tensors with a pool copy
     tensors: list[TensorEntry] = field(default_factory=list)
     pickles: list[PickleEntry] = field(default_factory=list)
     waits: list[Callable[[], None]] = field(default_factory=list)
@@ -110,12 +113,13 @@ class Encoder:
         if is_tensor(value):
             from . import torch as torch_capture
 
-            data, device, wait, reused = torch_capture.snapshot_tensor(
-                value, where=self._where(path), pool=self.pool, copy=self.copy)
-            if wait is not None:
-                self.waits.append(wait)
-            self.tensors.append(TensorEntry(path, data, "torch", device, reused=reused,
-                                            stamp=(value.data_ptr(), value._version)))
+            snap = torch_capture.snapshot_tensor(value, where=self._where(path), pool=self.pool,
+                                                 copy=self.copy, mirror=self.mirror)
+            if snap.wait is not None:
+                self.waits.append(snap.wait)
+            self.tensors.append(TensorEntry(path, snap.data, "torch", snap.device,
+                                            stamp=(value.data_ptr(), value._version),
+                                            reused=snap.reused, mirror=snap.mirror))
             return {"__tensor__": len(self.tensors) - 1}
         if is_ndarray(value):
             from .arrays import ndarray_to_data

@@ -27,7 +27,7 @@ from typing import Any
 from .. import capture, retention
 from ..errors import BackgroundSaveError, CheckpointExistsError, RestoreError
 from ..storage import Store, VerifyProblem
-from ..storage.blobs import TensorRef
+from ..storage.blobs import Known, TensorRef
 from ..types import CheckpointInfo, ObjectReport, RestoreReport, TensorData, utc_now, validate_name
 from .environment import clean_metrics, default_run_name, library_versions, notebook_path
 from .maintenance import (
@@ -63,6 +63,11 @@ class Checkpointer:
         allow_pickle: let values that only pickle can save be pickled (``True`` for all,
             or a collection of object names). Restoring them needs ``allow_pickle`` too.
         async_save: ``save()`` returns after the in-memory snapshot; writing is background.
+        host_copy: keep a copy of the tracked tensors in host memory between saves. Async
+            saves snapshot into it, and from a Checkpointer's second save on, every save
+            compares tensors with it: one that did not change (a frozen layer) is neither
+            hashed nor written again. ``False`` saves that memory; then every tensor is
+            hashed on every save (unchanged ones are still not written).
         every: the schedule :meth:`step` saves on: a number of steps (``500``) or a duration
             (``"10min"``); ``None`` saves only when asked.
         **objects: what to track: modules, optimizers, schedulers, GradScaler, anything
@@ -72,7 +77,7 @@ class Checkpointer:
     def __init__(self, store: str | os.PathLike[str] | Store | None = None, *,
                  run: str | None = None, rng: bool = True,
                  allow_pickle: bool | Collection[str] = False, async_save: bool = True,
-                 every: int | str | None = None,
+                 host_copy: bool = True, every: int | str | None = None,
                  storage_options: Mapping[str, Any] | None = None, **objects: Any) -> None:
         self.store = store if isinstance(store, Store) else Store(store,
                                                                   **dict(storage_options or {}))
@@ -80,6 +85,7 @@ class Checkpointer:
         self.rng = rng
         self.allow_pickle = allow_pickle
         self.async_save = async_save
+        self.host_copy = host_copy
         self.objects: dict[str, Any] = {}
         self.last: CheckpointInfo | None = None
         self.progress: Progress | None = None
@@ -93,7 +99,7 @@ class Checkpointer:
         self.last_prune: PruneReport | None = None
         self._fingerprints: dict[str, Any] = {}
         self._stamps: dict[tuple[str, str], tuple[int, int] | None] = {}
-        # snapshot-pool buffer -> the digest of the blob its current bytes were stored as
+        # host-copy buffer -> the digest of the blob its current bytes were stored as
         self._buffer_digests: dict[tuple[Any, ...], str] = {}
         self._next_request_poll = 0.0
         self.track(**objects)
@@ -171,12 +177,15 @@ class Checkpointer:
         return info
 
     def _snapshot_all(self, *, copy: bool = True) -> list[capture.ObjectSnapshot]:
-        if self._pool is None:
+        if self._pool is None and self.host_copy:
             self._pool = _make_pool()
+        # A synchronous save reads tensors in place; from the second save on (a Checkpointer
+        # that saves once needs no copy) they are paired with host copies to compare with.
+        mirror = not copy and bool(self._stamps)
         snaps = []
         for obj_name, obj in self.objects.items():
             snaps.append(capture.snapshot(obj_name, obj, pool=self._pool, copy=copy,
-                                          allow_pickle=self._pickle_ok(obj_name)))
+                                          mirror=mirror, allow_pickle=self._pickle_ok(obj_name)))
         if self.rng:
             snaps.append(capture.snapshot_rng(pool=self._pool, copy=copy))
         return snaps
@@ -195,9 +204,19 @@ class Checkpointer:
         # so their writes overlap the hashing of the rest
         first = [i for i, (key, t) in enumerate(entries)
                  if t.stamp is None or self._stamps.get(key) != t.stamp]
-        # a pool buffer that already held the tensor's bytes was stored as a known blob
-        known = {i: digest for i, (key, t) in enumerate(entries)
-                 if t.reused and (digest := self._buffer_digests.get(_buffer_key(key, t)))}
+        # A host copy holds the bytes of a known blob: an async snapshot that found its
+        # buffer already holding the tensor's bytes reuses that blob; a sync save compares
+        # the tensor with its copy first, and refreshes every copy that did not match.
+        copies = _HostCopies()
+        known: dict[int, Known] = {}
+        for i, (key, t) in enumerate(entries):
+            digest = self._buffer_digests.get(_buffer_key(key, t))
+            if t.reused and digest:
+                known[i] = digest
+            elif t.mirror is not None and digest:
+                known[i] = copies.check(key, t.mirror, digest)
+            elif t.mirror is not None:
+                copies.refresh(key, t.mirror)
         done = [0]
 
         def tick(n: int) -> None:
@@ -206,15 +225,18 @@ class Checkpointer:
                 self.progress(done[0], info.logical_bytes)
 
         try:
-            final, refs = self._commit(info, snaps, tensors, first, known, tick)
+            try:
+                final, refs = self._commit(info, snaps, tensors, first, known, tick)
+            finally:
+                unsure = copies.finish()
         except BaseException:
             self._buffer_digests.clear()  # the buffers may hold bytes that were never stored
             raise
         self.last = final
         self._stamps = {key: t.stamp for key, t in entries}
         for (key, t), ref in zip(entries, refs, strict=True):
-            if t.reused is not None:
-                if ref.key == "t":
+            if t.reused is not None or t.mirror is not None:
+                if ref.key == "t" and key not in unsure:
                     self._buffer_digests[_buffer_key(key, t)] = ref.blob
                 else:
                     self._buffer_digests.pop(_buffer_key(key, t), None)
@@ -224,7 +246,7 @@ class Checkpointer:
         return final
 
     def _commit(self, info: CheckpointInfo, snaps: list[capture.ObjectSnapshot],
-                tensors: list[TensorData], first: list[int], known: dict[int, str],
+                tensors: list[TensorData], first: list[int], known: dict[int, Known],
                 tick: Callable[[int], None]) -> tuple[CheckpointInfo, list[TensorRef]]:
         store = self.store
         with store.lock():
@@ -524,6 +546,37 @@ def _manifest_objects(snaps: Sequence[capture.ObjectSnapshot], refs: Sequence[Te
         if pickles:
             objects[s.name]["pickles"] = pickles
     return objects
+
+
+class _HostCopies:
+    """Refreshes the host copies of a synchronous save on a thread of their own, so the
+    copying overlaps the store's hashing and writing."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._copies: dict[tuple[str, str], Future[None]] = {}
+
+    def refresh(self, key: tuple[str, str], mirror: Any) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="ckpt-copy")
+        self._copies[key] = self._executor.submit(mirror.refresh)
+
+    def check(self, key: tuple[str, str], mirror: Any, digest: str) -> Callable[[], str | None]:
+        """For the store's hashing thread: ``digest`` if the tensor still matches its copy,
+        else None (hash it), and the copy is refreshed."""
+        def vouch() -> str | None:
+            if mirror.matches():
+                return digest
+            self.refresh(key, mirror)
+            return None
+        return vouch
+
+    def finish(self) -> set[tuple[str, str]]:
+        """Wait for every refresh; returns the keys whose copy may be stale or torn."""
+        if self._executor is None:
+            return set()
+        self._executor.shutdown(wait=True)
+        return {key for key, f in self._copies.items() if f.cancelled() or f.exception()}
 
 
 def _buffer_key(key: tuple[str, str], entry: Any) -> tuple[Any, ...]:

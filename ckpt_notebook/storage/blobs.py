@@ -19,12 +19,12 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeAlias, TypeVar
 
 import blake3
 
 from ..errors import IntegrityError
-from ..types import DATA_PHASE, TensorData
+from ..types import DATA_PHASE, OWN_BLOB_MIN, TensorData
 from . import tensorfile
 from .backend import Backend, fsync_dir
 
@@ -33,7 +33,7 @@ __all__ = ["BlobStore", "PutResult", "TensorRef", "parallel_map"]
 T = TypeVar("T")
 R = TypeVar("R")
 
-PACK_THRESHOLD = 1 << 20  # tensors below 1 MiB are packed together...
+PACK_THRESHOLD = OWN_BLOB_MIN  # tensors below 1 MiB are packed together...
 PACK_LIMIT = 16 << 20  # ...into safetensors files of at most 16 MiB
 INLINE_LIMIT = 64 << 20  # files up to this size are read whole; larger ones are streamed
 _HASH_THREADS_MIN = 4 << 20  # hash with several threads above this many bytes
@@ -84,6 +84,10 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, *,
         return [f.result() for f in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+Known: TypeAlias = str | Callable[[], str | None]
+"""A blob's digest known without hashing, or a check that returns it (None: hash it)."""
 
 
 @dataclass
@@ -194,66 +198,72 @@ class BlobStore:
 
     def put_many(self, items: Sequence[Sequence[bytes | memoryview]], *,
                  durable: bool = True, first: Collection[int] = (),
-                 digests: Sequence[str | None] | None = None,
+                 digests: Sequence[Known | None] | None = None,
                  progress: Callable[[int], None] | None = None) -> list[PutResult]:
         """Put several blobs; the returned list is in input order.
 
         Hashing is CPU work and writing is I/O, so they run as a pipeline: the calling thread
-        hashes the blobs one after another (a large one on every core), and each new blob's
-        write starts on a worker thread as soon as its name is known, while the next one is
-        hashed. Blobs whose indexes are in ``first`` (say, the tensors that probably changed
-        since the last save) are hashed before the others, so their writes overlap the
-        hashing of the rest; ``first`` changes nothing but the order. The first failed write
-        stops the hashing and is raised once the writes already running finish. A single
-        blob (or ``workers=1``) is hashed and written in the calling thread.
+        hashes the blobs one after another (a large one on every core), and as soon as a
+        blob's name is known a worker thread asks the store for it and writes it if missing,
+        while the next one is hashed. (Asking waits on the disk or the network too: a
+        directory block the page cache dropped costs milliseconds.) Blobs whose indexes are
+        in ``first`` (say, the tensors that probably changed since the last save) are hashed
+        before the others, so their writes overlap the hashing of the rest; ``first``
+        changes nothing but the order. The first failed write stops the hashing and is
+        raised once the writes already running finish. A single blob (or ``workers=1``) is
+        hashed and written in the calling thread.
 
         ``digests`` may name blobs whose hash the caller knows for certain (the same bytes
-        were hashed before): those are not hashed again.
+        were hashed before): those are not hashed again. An entry may also be a callable,
+        run on the hashing thread in turn, that returns the digest when it can vouch for it
+        (say, after comparing the bytes with a copy of ones that were hashed) and None when
+        the blob must be hashed.
         """
         results: list[PutResult | None] = [None] * len(items)
         hinted = set(first)
         order = sorted(range(len(items)), key=lambda i: i not in hinted)
-        writing: dict[str, Future[None]] = {}
+        storing: dict[str, Future[bool]] = {}  # digest -> whether it was new
+        pending: dict[int, tuple[str, int]] = {}  # index -> (digest, size) being stored
+        failed = threading.Event()
+        report = progress or _ignore
         inline = len(items) <= 1 or self.workers <= 1
+
+        def store(index: int, digest: str, size: int) -> bool:
+            """Write blob ``index`` unless the store has it; whether it was new."""
+            try:
+                new = not self.has(digest)
+                if new:
+                    self.backend.write_atomic(blob_path(digest), list(items[index]),
+                                              durable=durable, sync_dir=False)
+                    self._wrote(digest)
+            except BaseException:
+                failed.set()
+                raise
+            report(size)
+            return new
+
         pool = ThreadPoolExecutor(1 if inline else min(self.workers, len(items)),
                                   thread_name_prefix="ckpt-put")
-
-        def write(index: int, digest: str, size: int) -> None:
-            self.backend.write_atomic(blob_path(digest), list(items[index]), durable=durable,
-                                      sync_dir=False)
-            self._wrote(digest)
-            if progress is not None:
-                progress(size)
-
         try:
             with self.batch(len(items)):
                 for i in order:
-                    if any(f.done() and f.exception() is not None for f in writing.values()):
+                    if failed.is_set():
                         break
-                    chunks = items[i]
-                    digest = (digests[i] if digests is not None else None) or hash_chunks(chunks)
-                    size = sum(memoryview(c).nbytes for c in chunks)
-                    if digest in writing or self.has(digest):
+                    digest = _name(items[i], digests[i] if digests is not None else None)
+                    size = sum(memoryview(c).nbytes for c in items[i])
+                    if digest in storing:  # the same bytes earlier in this call
                         results[i] = PutResult(digest, size, new=False)
-                        if progress is not None:
-                            progress(size)
-                        continue
-                    if inline:
-                        write(i, digest, size)
+                        report(size)
+                    elif inline:
+                        results[i] = PutResult(digest, size, new=store(i, digest, size))
                     else:
-                        writing[digest] = pool.submit(write, i, digest, size)
-                    results[i] = PutResult(digest, size, new=True)
-                futures = list(writing.values())
-                wait(futures, return_when=FIRST_EXCEPTION)
-                failed = next((f for f in futures
-                               if f.done() and not f.cancelled() and f.exception()), None)
-                if failed is not None:
-                    for future in futures:
-                        future.cancel()
-                    wait(futures)
-                    failed.result()  # raises
+                        storing[digest] = pool.submit(store, i, digest, size)
+                        pending[i] = (digest, size)
+                _first_failure(list(storing.values()))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        for i, (digest, size) in pending.items():
+            results[i] = PutResult(digest, size, new=storing[digest].result())
         done = [r for r in results if r is not None]
         if durable and self.backend.is_local:
             for prefix in {r.digest[:2] for r in done if r.new}:
@@ -304,14 +314,15 @@ class BlobStore:
         return self.put([memoryview(other.read(digest, size, where=where))], durable=durable)
 
     def put_tensors(self, tensors: Sequence[TensorData], *, durable: bool = True,
-                    first: Collection[int] = (), known: Mapping[int, str] | None = None,
+                    first: Collection[int] = (), known: Mapping[int, Known] | None = None,
                     progress: Callable[[int], None] | None = None,
                     ) -> tuple[list[TensorRef], list[PutResult]]:
         """Store tensors as safetensors blobs; returns a ref per tensor and the blobs put.
 
         ``first``: indexes of tensors that probably changed; their blobs are hashed first.
         ``known``: index -> the digest of the blob that tensor had alone the last time its
-        exact bytes were stored; such a blob is not hashed again (see :meth:`put_many`)."""
+        exact bytes were stored, or a callable that returns it when it can vouch for it;
+        such a blob is not hashed again (see :meth:`put_many`)."""
         groups = plan_groups(tensors)
         files = [tensorfile.encode_chunks({key: tensors[i] for key, i in group},
                                           phase=DATA_PHASE if group[0][0] == "t" else None)
@@ -390,6 +401,28 @@ class BlobStore:
             if len(name) == 64:
                 out[name] = rel
         return out
+
+
+def _ignore(_: int) -> None:
+    pass
+
+
+def _name(chunks: Sequence[bytes | memoryview], known: Known | None) -> str:
+    """A blob's digest: ``known``'s if it vouches for one, else its hash."""
+    return (known() if callable(known) else known) or hash_chunks(chunks)
+
+
+def _first_failure(futures: Sequence[Future[Any]]) -> None:
+    """Wait for ``futures``; at the first failure cancel the rest, wait for those already
+    running, and raise it."""
+    wait(futures, return_when=FIRST_EXCEPTION)
+    failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()),
+                  None)
+    if failed is not None:
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        failed.result()  # raises
 
 
 def plan_groups(tensors: Sequence[TensorData]) -> list[list[tuple[str, int]]]:
