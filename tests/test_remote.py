@@ -315,12 +315,84 @@ def test_a_long_lived_store_sees_other_writers(s3_server: S3Server, tmp_path: Pa
     assert [i.id for i in reader.list()] == ["b"]
 
 
+# -- locks on S3: gc never removes a blob a save is about to reference ---------------------------
+def test_gc_waits_for_a_save_that_reuses_an_unreferenced_blob(s3_server: S3Server) -> None:
+    """The race a lock closes: a save finds blob X in the store (its old checkpoint was
+    deleted, so X is unreferenced) and will name it in its manifest; gc must not remove X
+    in between."""
+    bucket = s3_server.make_bucket("gc-race")
+    model = mlp(3)
+    saver = Checkpointer(s3_store(s3_server, bucket), model=model, rng=False, async_save=False)
+    old = saver.save(step=1)
+    saver.delete(old.id, force=True)  # every blob of step 1 is now unreferenced
+    in_commit, go_on = threading.Event(), threading.Event()
+    commit = saver.store.commit
+
+    def slow_commit(*args: Any, **kwargs: Any) -> None:
+        in_commit.set()  # the blobs are checked: all there
+        assert go_on.wait(30)
+        commit(*args, **kwargs)
+
+    saver.store.commit = slow_commit  # type: ignore[method-assign]
+    saving = threading.Thread(target=lambda: saver.save(step=2))  # the same bytes again
+    saving.start()
+    assert in_commit.wait(30)
+    collector = s3_store(s3_server, bucket)  # another process, say
+    reports: list[Any] = []
+    gc = threading.Thread(target=lambda: reports.append(collector.gc()))
+    gc.start()
+    gc.join(1.5)
+    assert gc.is_alive()  # waiting for the save's lock
+    go_on.set()
+    saving.join(30)
+    gc.join(30)
+    assert reports and reports[0].blobs_removed == 0
+    new = collector.list()[-1]
+    assert new.step == 2 and collector.verify(new.id) == []
+
+
+def test_a_holder_blocks_gc_and_a_dead_holders_lock_is_ignored(s3_server: S3Server,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    import json
+
+    from ckpt_notebook.errors import StoreBusyError
+    from ckpt_notebook.storage import locks
+
+    bucket = s3_server.make_bucket("locks")
+    store = s3_store(s3_server, bucket)
+    Checkpointer(store, model=mlp(1), rng=False).save(step=1, wait=True)
+    other = s3_store(s3_server, bucket)
+    with store.lock():  # a save in progress
+        with pytest.raises(StoreBusyError) as err, other.lock(exclusive=True, timeout=0.5):
+            pass
+        assert "busy" in str(err.value) and "\n" not in str(err.value)
+        with other.lock(timeout=0.5):  # savers share
+            pass
+    # a gc that died an hour ago left its lock behind: nobody waits for it, gc removes it
+    dead = {"exclusive": True, "holder": "elsewhere-1", "time": time.time() - 3600}
+    stale = f"store/{locks.LOCK_DIR}/exclusive-elsewhere-1-0123456789ab.json"
+    s3_server.client().put_object(Bucket=bucket, Key=stale, Body=json.dumps(dead).encode())
+    Checkpointer(store, model=mlp(2), rng=False).save(step=2, wait=True)
+    report = other.gc()
+    assert report.locks_removed == 1 and "1 stale lock" in str(report)
+    assert keys(s3_server, bucket, f"store/{locks.LOCK_DIR}/") == {}
+    # a long save keeps its lock fresh
+    monkeypatch.setattr(locks, "REFRESH_S", 0.2)
+    with store.lock():
+        [key] = keys(s3_server, bucket, f"store/{locks.LOCK_DIR}/")
+        first = json.loads(store.backend.read_bytes(key[len("store/"):]))["time"]
+        time.sleep(0.7)
+        assert json.loads(store.backend.read_bytes(key[len("store/"):]))["time"] > first
+
+
 # -- copy to and from S3 ---------------------------------------------------------------------------
 def writes(proxy: FaultyProxy, since: int) -> list[str]:
     """Paths of the write requests (PUT/POST) the proxy forwarded since log entry ``since``,
-    leaving out the listing cache (index.json), which a listing may refresh at any time."""
+    leaving out the listing cache (index.json), which a listing may refresh at any time, and
+    the lock object every writer puts while it holds the store."""
     paths = [r.path.split("?")[0] for r in proxy.log[since:] if r.method in ("PUT", "POST")]
-    return [p for p in paths if not p.endswith("/index.json")]
+    return [p for p in paths if not p.endswith("/index.json") and "/locks/" not in p]
 
 
 def test_copy_folder_to_s3_then_recopy_moves_only_the_manifest(faulty_s3: FaultyProxy,

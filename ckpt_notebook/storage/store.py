@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import CheckpointNotFoundError, FormatError, StoreBusyError, StoreError
 from ..types import CheckpointInfo, format_bytes, utc_now
+from . import locks
 from . import manifest as manifest_format
 from .backend import Backend, open_backend
 from .blobs import BlobStore, blob_path
@@ -38,7 +39,7 @@ STORE_FILE = "ckpt-store.json"
 STORE_FORMAT = "ckpt_notebook.store"
 LOCK_FILE = ".lock"
 _STORE_ENTRIES = {"blobs", "manifests", "tmp", "index.json", "pins", "policy.json", "requests",
-                  "runs", STORE_FILE}
+                  "runs", locks.LOCK_DIR, STORE_FILE}
 _TMP_MAX_AGE_S = 24 * 3600  # on stores without locks, temp files older than this are leftovers
 
 
@@ -60,15 +61,17 @@ class GcReport:
     blobs_removed: int = 0
     bytes_freed: int = 0
     temp_removed: int = 0
+    locks_removed: int = 0  # lock objects of holders that died (object stores)
     blobs_kept: int = 0
     removed: list[str] = field(default_factory=list)
     dry_run: bool = False
 
     def __str__(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
+        locks = (f", {_count(self.locks_removed, 'stale lock')}" if self.locks_removed else "")
         return (f"{verb} {_count(self.blobs_removed, 'unreferenced blob')} "
                 f"({format_bytes(self.bytes_freed)}) and {_count(self.temp_removed, 'temp file')}"
-                f"; {_count(self.blobs_kept, 'blob')} in use")
+                f"{locks}; {_count(self.blobs_kept, 'blob')} in use")
 
 
 def _count(n: int, noun: str) -> str:
@@ -119,9 +122,14 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, *, exclusive: bool = False, timeout: float = 30.0) -> Iterator[None]:
-        """Savers hold the store shared, gc holds it exclusive (local stores; no-op remote)."""
+        """Savers hold the store shared, gc holds it exclusively: so gc never removes a blob
+        that a save found in the store and is about to reference. Local stores lock with
+        ``flock``, object stores with lock objects (:mod:`.locks`)."""
+        busy = (f"store {self.url!r} is busy ({'a save' if exclusive else 'gc'} is running in "
+                "another process); try again when it finishes")
         if not self.backend.is_local:
-            yield
+            with locks.held(self.backend, exclusive=exclusive, timeout=timeout, busy=busy):
+                yield
             return
         import fcntl
 
@@ -138,10 +146,7 @@ class Store:
                     if err.errno not in (errno.EAGAIN, errno.EACCES):
                         raise
                     if time.monotonic() > deadline:
-                        raise StoreBusyError(
-                            f"store {self.url!r} is busy ({'a save' if exclusive else 'gc'} "
-                            "is running in another process); try again when it finishes"
-                        ) from err
+                        raise StoreBusyError(busy) from err
                     time.sleep(0.05)
             yield
         finally:
@@ -231,6 +236,8 @@ class Store:
                 if not dry_run:
                     self.backend.remove(rel)
             report.temp_removed = self._clean_tmp(dry_run=dry_run)
+            if not self.backend.is_local:
+                report.locks_removed = locks.remove_stale(self.backend, dry_run=dry_run)
         return report
 
     def _clean_tmp(self, *, dry_run: bool) -> int:
