@@ -62,6 +62,7 @@ class GcReport:
     bytes_freed: int = 0
     temp_removed: int = 0
     locks_removed: int = 0  # lock objects of holders that died (object stores)
+    uploads_aborted: int = 0  # incomplete multipart uploads dead writers left (S3)
     blobs_kept: int = 0
     removed: list[str] = field(default_factory=list)
     dry_run: bool = False
@@ -69,9 +70,12 @@ class GcReport:
     def __str__(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
         locks = (f", {_count(self.locks_removed, 'stale lock')}" if self.locks_removed else "")
+        aborted = "would be aborted" if self.dry_run else "aborted"
+        uploads = (f", {_count(self.uploads_aborted, 'incomplete upload')} {aborted}"
+                   if self.uploads_aborted else "")
         return (f"{verb} {_count(self.blobs_removed, 'unreferenced blob')} "
                 f"({format_bytes(self.bytes_freed)}) and {_count(self.temp_removed, 'temp file')}"
-                f"{locks}; {_count(self.blobs_kept, 'blob')} in use")
+                f"{locks}{uploads}; {_count(self.blobs_kept, 'blob')} in use")
 
 
 def _count(n: int, noun: str) -> str:
@@ -219,12 +223,14 @@ class Store:
                 refs.update(self.manifest(ckpt_id)["blobs"])
         return refs
 
-    def gc(self, *, dry_run: bool = False) -> GcReport:
-        """Remove unreferenced blobs and leftover temp files (holds the store exclusively)."""
+    def gc(self, *, dry_run: bool = False, timeout: float = 30.0) -> GcReport:
+        """Remove unreferenced blobs and leftover temp files, and on object stores the lock
+        objects and incomplete uploads of writers that died (holds the store exclusively,
+        waiting up to ``timeout`` seconds for it)."""
         report = GcReport(dry_run=dry_run)
         if not self.backend.exists(""):
             return report  # nothing to collect; do not create the folder
-        with self.lock(exclusive=True):
+        with self.lock(exclusive=True, timeout=timeout):
             refs = self.referenced_blobs()
             for digest, rel in self.blobs.all_digests().items():
                 if digest in refs:
@@ -238,6 +244,8 @@ class Store:
             report.temp_removed = self._clean_tmp(dry_run=dry_run)
             if not self.backend.is_local:
                 report.locks_removed = locks.remove_stale(self.backend, dry_run=dry_run)
+                report.uploads_aborted = locks.abort_abandoned_uploads(
+                    self.backend, "blobs", dry_run=dry_run)
         return report
 
     def _clean_tmp(self, *, dry_run: bool) -> int:
