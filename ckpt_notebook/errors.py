@@ -16,6 +16,7 @@ what was wrong, where, and how to fix it. Backend errors are translated at the b
     │   └── PickleRequiredError               a value that only pickle could save
     ├── RestoreError (ValueError)             state that does not fit the target objects
     ├── UnsafeFileError (ValueError)          a file that would need unpickling to load
+    ├── UnsafePathError (ValueError)          a path read from a store that would lead outside
     ├── InvalidNameError (ValueError)         a checkpoint name breaking the naming rule
     └── BackgroundSaveError (RuntimeError)    an async save failed; raised at the next call
 """
@@ -36,6 +37,7 @@ __all__ = [
     "StoreBusyError",
     "StoreError",
     "UnsafeFileError",
+    "UnsafePathError",
 ]
 
 
@@ -84,6 +86,11 @@ class RestoreError(CkptError, ValueError):
 
 class UnsafeFileError(CkptError, ValueError):
     """A file that could only be loaded by unpickling arbitrary objects."""
+
+
+class UnsafePathError(CkptError, ValueError):
+    """A path built from data read out of a store (or an archive) that would lead outside
+    the folder it belongs to: the data is damaged or crafted, and nothing is written."""
 
 
 class InvalidNameError(CkptError, ValueError):

@@ -347,10 +347,16 @@ class Policy:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Policy:
-        """Inverse of :meth:`to_json`; unknown keys are ignored, ``keep_within`` may also be
-        text such as ``"1d"``. Raises ValueError for values that are not a valid policy."""
+        """Inverse of :meth:`to_json`; ``keep_within`` may also be text such as ``"1d"``.
+        Raises ValueError for values that are not a valid policy, unknown keys included (a
+        misspelt rule silently ignored would keep everything)."""
         if not isinstance(data, Mapping):
             raise ValueError(f"a retention policy is a JSON object, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in data if k not in names)
+        if unknown:
+            raise ValueError(f"unknown policy key {unknown[0]!r} (known: "
+                             f"{', '.join(sorted(names))})")
         known = {f.name: data[f.name] for f in fields(cls) if data.get(f.name) is not None}
         if isinstance(known.get("keep_within"), str):
             known["keep_within"] = parse_duration(known["keep_within"])

@@ -389,16 +389,24 @@ JSON_TABLE = [
 def test_json_round_trip(policy: Policy, doc: dict[str, Any]) -> None:
     assert policy.to_json() == doc
     assert Policy.from_json(doc) == policy
-    assert Policy.from_json({**doc, "version": 2, "comment": "from the future"}) == policy
 
 
 @pytest.mark.parametrize(("doc", "policy"), [
     ({"keep_within": "1h30m"}, Policy(keep_within=5400)),
     ({"keep_last": None, "monitor": None}, Policy()),
-    ({"keep_last": 2, "unknown": {"x": 1}}, Policy(keep_last=2)),
 ])
 def test_from_json_is_lenient_where_harmless(doc: dict[str, Any], policy: Policy) -> None:
     assert Policy.from_json(doc) == policy
+
+
+@pytest.mark.parametrize("doc", [
+    {"keep_lasT": 3},  # one flipped bit: ignoring it would keep everything
+    {"keep_last": 2, "unknown": {"x": 1}},
+    {"keep_last": 2, "keep_hourly": 24},  # a newer rule: ignoring it would prune what it keeps
+])
+def test_from_json_refuses_unknown_keys(doc: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="unknown policy key"):
+        Policy.from_json(doc)
 
 
 # --- durations ---------------------------------------------------------------------------

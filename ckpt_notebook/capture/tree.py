@@ -189,7 +189,7 @@ class Decoder:
 
     def _decode_tag(self, tag: str, arg: Any) -> Any:
         if tag in ("__tensor__", "__ndarray__"):
-            return self.arrays[arg]
+            return self.arrays[_index(arg, len(self.arrays), tag)]
         if tag == "__tuple__":
             return tuple(self.decode(v) for v in arg)
         if tag == "__dict__":
@@ -205,14 +205,32 @@ class Decoder:
 
             return np.dtype(arg[0]).type(arg[1])
         if tag == "__torch__":
-            import torch
-
-            kind, text = arg
-            return getattr(torch, text) if kind == "dtype" else torch.device(text)
-        data = self.pickles[arg]
+            return _torch_value(*arg)
+        if not self.pickles:
+            raise RestoreError("the saved state holds a pickled value, which was not loaded; "
+                               "pass allow_pickle=True only if you trust whoever wrote it")
+        data = self.pickles[_index(arg, len(self.pickles), tag)]
         if data is None:
             raise RestoreError("a pickled value was not loaded; pass allow_pickle=True")
         return pickle.loads(data)  # noqa: S301 - only reached with allow_pickle=True
+
+
+def _torch_value(kind: str, text: str) -> Any:
+    import torch
+
+    if kind != "dtype":
+        return torch.device(text)
+    dtype = getattr(torch, str(text), None)
+    if not isinstance(dtype, torch.dtype):  # getattr on a module must yield a dtype, nothing else
+        raise RestoreError(f"saved state names {text!r} as a torch dtype; it is not one")
+    return dtype
+
+
+def _index(arg: Any, n: int, tag: str) -> int:
+    if not isinstance(arg, int) or isinstance(arg, bool) or not 0 <= arg < n:
+        raise RestoreError(f"saved state refers to {tag} {arg!r}, but only {n} are saved; "
+                           "the checkpoint is damaged")
+    return arg
 
 
 def _hashable(value: Any) -> Any:

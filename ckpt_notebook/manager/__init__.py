@@ -13,7 +13,7 @@ from .maintenance import (
     unpin,
 )
 from .reading import export_weights, read_states
-from .refs import is_weights_file, new_id, resolve_ref
+from .refs import is_weights_file, names_weights_file, new_id, resolve_ref
 
 __all__ = [
     "Checkpointer",
@@ -22,6 +22,7 @@ __all__ = [
     "export_weights",
     "is_weights_file",
     "load_policy",
+    "names_weights_file",
     "new_id",
     "pin",
     "prune",

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import retention
-from ..errors import CkptError
+from ..errors import CkptError, FormatError, IntegrityError
 from ..storage import GcReport, Store
 from ..types import CheckpointInfo
 from .refs import resolve_ref
@@ -32,8 +32,9 @@ __all__ = [
 
 
 def load_policy(store: Store) -> retention.Policy:
+    doc = store.policy.read()  # a policy file that does not read raises as it is
     try:
-        return retention.Policy.from_json(store.policy.read())
+        return retention.Policy.from_json(doc)
     except (TypeError, ValueError) as err:
         raise CkptError(f"{store.url}/policy.json is not a valid retention policy ({err}); "
                         "set it again with `%checkpoint policy` or `ckpt policy`") from err
@@ -72,14 +73,21 @@ class PruneReport:
 
 
 def prune(store: Store, *, dry_run: bool = False, policy: retention.Policy | None = None,
-          ) -> PruneReport:
+          pending: CheckpointInfo | None = None) -> PruneReport:
     """Delete the checkpoints the policy does not keep, then free their blobs (gc).
 
     Never removes named or pinned checkpoints or the newest one (retention guarantees it).
+    ``pending``: a save that cannot commit for lack of space. The policy is applied as it
+    will stand once that save lands (it counts as the newest), but the newest committed
+    checkpoint is still never removed.
     """
     policy = load_policy(store) if policy is None else policy
     infos = store.list()
-    doomed = retention.prunable(infos, policy, pinned=store.pins.ids(), now=time.time())
+    ranked = infos if pending is None else [*infos, pending]
+    doomed = retention.prunable(ranked, policy, pinned=store.pins.ids(), now=time.time())
+    if pending is not None:
+        newest = retention.latest(infos)
+        doomed = [i for i in doomed if i.id not in (pending.id, newest and newest.id)]
     report = PruneReport(doomed, dry_run=dry_run)
     if dry_run or not doomed:
         return report
@@ -103,8 +111,15 @@ def unpin(store: Store, ref: str) -> CheckpointInfo:
 
 def delete(store: Store, ref: str, *, force: bool = False) -> CheckpointInfo:
     """Delete one checkpoint (blobs are freed by the next gc). Named or pinned ones need
-    ``force``: names are meant to stay."""
-    info = resolve_ref(store, ref)
+    ``force``: names are meant to stay. With ``force``, a checkpoint whose manifest is lost or
+    unreadable is deleted too: that accepts the loss."""
+    try:
+        info = resolve_ref(store, ref)
+    except (IntegrityError, FormatError):
+        if not force or ref not in {u.id for u in store.unreadable()}:
+            raise
+        store.delete(ref)  # a checkpoint that cannot be read: deleting it accepts the loss
+        return CheckpointInfo(id=ref)
     if not force and info.named:
         raise CkptError(f"{info.id} is a named (immutable) checkpoint; delete it with "
                         "force=True (CLI: --force) if you really mean to")

@@ -7,24 +7,28 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import capture
-from ..errors import RestoreError
+from ..errors import FormatError, IntegrityError, RestoreError
 from ..storage import Store
-from ..types import CheckpointInfo
+from ..types import CheckpointInfo, TensorData
 
 __all__ = ["export_weights", "read_states", "refuse_pickles", "split_for_modules"]
 
 
 def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
                 names: Sequence[str],
-                placeholders: Mapping[str, set[str]] | None = None) -> dict[str, Any]:
+                placeholders: Mapping[str, set[str]] | None = None, *,
+                allow_pickle: bool = False) -> dict[str, Any]:
     """Read, verify and decode the saved state of ``names`` (blobs read in parallel).
 
     Tensors listed in ``placeholders`` (object -> tensor paths) are not read: they decode to
-    data-less stand-ins, for a caller that reads them in place later.
+    data-less stand-ins, for a caller that reads them in place later. Pickled values are
+    refused unless ``allow_pickle``: this is the one place saved state is decoded, so no
+    reader can unpickle what a store holds without the caller's consent.
     """
     from ..capture.arrays import data_to_ndarray
     from ..storage import tensorfile
 
+    refuse_pickles(ckpt_id, saved, names, allow_pickle)
     placeholders = placeholders or {}
     wanted: dict[str, int] = {}
     where: dict[str, str] = {}
@@ -47,7 +51,7 @@ def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
 
                 arrays.append(placeholder(t["dtype"], t["shape"]))
                 continue
-            data = files[t["blob"]][t["key"]]
+            data = _tensor(files[t["blob"]], t, where=f"checkpoint {ckpt_id}: {name}")
             if t["array"] == "numpy":
                 arrays.append(data_to_ndarray(data))
             else:
@@ -57,16 +61,27 @@ def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
         pickles = [bytes(store.blobs.read(
             p["blob"], p["size"],
             where=f"checkpoint {ckpt_id}: {name}" + (f": {p['path']}" if p["path"] else "")))
-            for p in obj.get("pickles", ())]
+            for p in obj.get("pickles", ())] if allow_pickle else []
         try:
             states[name] = capture.Decoder(arrays, pickles).decode(obj["state"])
-        except RestoreError:
+        except (RestoreError, FormatError):
             raise
         except Exception as err:  # an unpickled class that no longer imports, and the like
             raise RestoreError(f"cannot restore {name!r} from checkpoint {ckpt_id}: its "
-                               f"pickled value failed to load ({type(err).__name__}: {err})"
+                               f"saved state failed to load ({type(err).__name__}: {err})"
                                ) from err
     return states
+
+
+def _tensor(blob: Mapping[str, TensorData], record: Mapping[str, Any], *,
+            where: str) -> TensorData:
+    """The tensor a manifest record names, which must be what the record says it is."""
+    data = blob.get(record["key"])
+    if data is None or data.dtype != record["dtype"] or list(data.shape) != record["shape"]:
+        raise IntegrityError(f"{where}: tensor {record['path']} does not match its blob "
+                             f"{record['blob'][:16]} (key {record['key']!r}); the manifest is "
+                             "damaged or was crafted")
+    return data
 
 
 def export_weights(store: Store, info: CheckpointInfo, out: str | os.PathLike[str]) -> list[str]:
@@ -78,7 +93,7 @@ def export_weights(store: Store, info: CheckpointInfo, out: str | os.PathLike[st
     modules = [n for n, o in saved.items() if o["kind"] == "module"]
     if not modules:
         raise RestoreError(f"checkpoint {info.id} holds no model (no torch module) to export")
-    states = read_states(store, info.id, saved, modules)
+    states = read_states(store, info.id, saved, modules)  # never unpickles
     tensors = states[modules[0]] if len(modules) == 1 else {
         f"{m}.{k}": v for m in modules for k, v in states[m].items()}
     from ..capture.torch import save_weights_file

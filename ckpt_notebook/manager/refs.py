@@ -8,13 +8,15 @@ import secrets
 from datetime import datetime, timezone
 
 from .. import retention
-from ..errors import CheckpointNotFoundError
+from ..errors import CheckpointNotFoundError, IntegrityError
 from ..storage import Store
 from ..types import CheckpointInfo, is_valid_name
 
-__all__ = ["is_weights_file", "new_id", "read_url_bytes", "resolve_ref"]
+__all__ = ["CHECKPOINT_PREFIX", "is_weights_file", "names_weights_file", "new_id",
+           "read_url_bytes", "resolve_ref"]
 
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+CHECKPOINT_PREFIX = "ckpt:"
 
 
 def new_id() -> str:
@@ -22,9 +24,12 @@ def new_id() -> str:
 
 
 def resolve_ref(store: Store, ref: str) -> CheckpointInfo:
+    """The checkpoint ``ref`` names. ``ckpt:REF`` says it is a checkpoint, not a file."""
+    ref = ref.removeprefix(CHECKPOINT_PREFIX)
     infos = store.list()
     if ref in ("latest", "last"):
         found = retention.latest(infos)
+        _nothing_newer_lost(store, found)
         if found is None:
             raise CheckpointNotFoundError(f"no checkpoints in {store.url} yet; save one first")
         return found
@@ -46,6 +51,10 @@ def resolve_ref(store: Store, ref: str) -> CheckpointInfo:
     prefixed = [i for i in infos if i.id.startswith(ref)] if len(ref) >= 4 else []
     if len(prefixed) == 1:
         return prefixed[0]
+    lost = next((u for u in store.unreadable() if u.id == ref), None)
+    if lost is not None:
+        raise IntegrityError(f"checkpoint {lost} in {store.url}; `ckpt delete {ref} --force` "
+                             "accepts the loss")
     near = difflib.get_close_matches(ref, list(by_id), n=3, cutoff=0.4)
     newest = [i.id for i in infos[-3:]]
     hint = (f"; nearest: {', '.join(near)}" if near else
@@ -54,9 +63,34 @@ def resolve_ref(store: Store, ref: str) -> CheckpointInfo:
     raise CheckpointNotFoundError(f"REF {ref!r} {what} in {store.url}{hint}")
 
 
+def _nothing_newer_lost(store: Store, found: CheckpointInfo | None) -> None:
+    """``latest`` must never quietly mean an older checkpoint because the newest one's
+    manifest went missing or bad."""
+    lost = [u for u in store.unreadable()
+            if found is None or u.created is None or u.created > found.created]
+    if lost:
+        older = f"; restore {found.id} by its id if that is what you want" if found else ""
+        raise IntegrityError(
+            f"'latest' in {store.url} cannot be told: checkpoint {lost[-1]}; see `ckpt verify "
+            f"--all`, then `ckpt repair --from OTHER_STORE`, or `ckpt delete {lost[-1].id} "
+            f"--force` to accept the loss{older}")
+
+
 def is_weights_file(ref: str) -> bool:
     return ref.lower().endswith(_WEIGHT_SUFFIXES) and ("/" in ref or os.path.exists(ref)
                                                        or "://" in ref)
+
+
+def names_weights_file(store: Store, ref: str) -> bool:
+    """Whether ``ref`` names a plain weights file rather than a checkpoint; a bare name that
+    is both (a local ``model.safetensors`` and a checkpoint of that name) is refused."""
+    if not is_weights_file(ref):
+        return False
+    if "/" not in ref and is_valid_name(ref) and store.exists(ref):
+        raise CheckpointNotFoundError(
+            f"REF {ref!r} is both a checkpoint in {store.url} and a file in this folder; say "
+            f"which: './{ref}' for the file, or '{CHECKPOINT_PREFIX}{ref}' for the checkpoint")
+    return True
 
 
 def read_url_bytes(url: str) -> bytes:

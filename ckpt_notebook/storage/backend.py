@@ -27,6 +27,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import CheckpointExistsError, CkptError, StoreError
 from . import directio
+from .trust import store_path
 
 __all__ = ["Backend", "RetryPolicy", "describe_error", "is_transient", "open_backend"]
 
@@ -93,7 +94,9 @@ class Backend:
         return f"Backend({self.url!r})"
 
     def path(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if rel else self.root
+        """The full path of ``rel``; refuses one that would lead outside the store (``rel``
+        is often built from store data: ids, digests, names)."""
+        return store_path(self.root, rel)
 
     def call(self, what: str, rel: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a remote operation with retries; ``what`` and ``rel`` name it in errors."""

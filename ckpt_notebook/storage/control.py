@@ -16,32 +16,68 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
+from ..errors import FormatError, IntegrityError
 from ..types import utc_now
 from .backend import Backend
+from .trust import check_id, is_id, seal, show_value, unseal
 
 __all__ = ["MetricHistory", "PinSet", "PolicyFile", "RequestQueue"]
 
 
 class PinSet:
-    """Pinned checkpoint ids: retention never prunes them."""
+    """Pinned checkpoint ids: retention never prunes them. A pin file is sealed and names its
+    checkpoint, so a damaged one is an error, never a silent unpin."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
     def add(self, ckpt_id: str) -> None:
-        self.backend.write_atomic(f"pins/{ckpt_id}", [utc_now().encode()], durable=False)
+        doc = {"id": check_id(ckpt_id, where="pin"), "pinned": utc_now()}
+        self.backend.write_atomic(f"pins/{ckpt_id}", [seal(doc)], durable=False)
 
     def remove(self, ckpt_id: str) -> None:
-        self.backend.remove(f"pins/{ckpt_id}")
+        self.backend.remove(f"pins/{check_id(ckpt_id, where='pin')}")
 
     def ids(self) -> set[str]:
-        return {n for n in self.backend.listdir("pins") if not n.startswith(".")}
+        """Every pinned id; raises IntegrityError for a pin file that does not check out."""
+        out = set()
+        for name in self.backend.listdir("pins"):
+            if name.startswith("."):
+                continue
+            where = self.backend.where(f"pins/{name}")
+            if not is_id(name):
+                raise IntegrityError(f"{where}: a pin file's name must be a checkpoint id; "
+                                     "remove it and pin again")
+            try:
+                raw = self.backend.read_bytes(f"pins/{name}")
+            except FileNotFoundError:
+                continue  # unpinned while we listed
+            if not _legacy_pin(raw):
+                doc = unseal(raw, where=where, required=True)
+                pinned = doc.get("id") if isinstance(doc, dict) else doc
+                if pinned != name:
+                    raise IntegrityError(f"{where} is damaged: it pins {show_value(pinned)}; "
+                                         f"remove it and pin {name} again")
+            out.add(name)
+        return out
+
+
+def _legacy_pin(raw: bytes) -> bool:
+    """Pins written before seals hold just the time they were made."""
+    try:
+        datetime.fromisoformat(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True
 
 
 class PolicyFile:
-    """The retention policy shared by every process using the store, as plain JSON."""
+    """The retention policy shared by every process using the store, as sealed JSON. A
+    policy that does not read is an error: a silent default would keep or delete the wrong
+    checkpoints."""
 
     NAME = "policy.json"
 
@@ -49,14 +85,19 @@ class PolicyFile:
         self.backend = backend
 
     def read(self) -> dict[str, Any]:
+        """The policy's JSON; ``{}`` when none is set (raises when it does not read)."""
         try:
-            doc = json.loads(self.backend.read_bytes(self.NAME))
-        except (FileNotFoundError, ValueError):
+            raw = self.backend.read_bytes(self.NAME)
+        except FileNotFoundError:
             return {}
-        return doc if isinstance(doc, dict) else {}
+        doc = unseal(raw, where=self.backend.where(self.NAME))
+        if not isinstance(doc, dict):
+            raise FormatError(f"{self.backend.where(self.NAME)} is not a JSON object; set the "
+                              "policy again (`ckpt policy ...`)")
+        return doc
 
     def write(self, doc: Mapping[str, Any]) -> None:
-        self.backend.write_atomic(self.NAME, [json.dumps(dict(doc), indent=1).encode()])
+        self.backend.write_atomic(self.NAME, [seal(dict(doc), indent=1)])
 
 
 class RequestQueue:

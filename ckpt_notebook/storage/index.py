@@ -5,18 +5,21 @@ directory listing of ``manifests/``, opens only the manifests the index lacks, d
 whose manifest is gone, and rewrites the index when it changed. Concurrent writers can only
 make it stale, never wrong: the next reader reconciles it. Commits do not touch the index;
 a listing rewrites it once it lags by ``REWRITE_AFTER`` manifests, so neither saving nor
-listing rewrites a large index every time.
+listing rewrites a large index every time. The index is sealed like every control file; a
+corrupt or unsealed one (written before seals) is not trusted but rebuilt from the manifests.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import CkptError, FormatError, IntegrityError
 from ..types import CheckpointInfo
 from .backend import Backend
+from .manifest import info_from_json
+from .trust import is_id, seal, unseal
 
 __all__ = ["Index"]
 
@@ -28,15 +31,25 @@ REWRITE_AFTER = 32  # rewrite the index once this many manifests differ from it
 
 
 class Index:
-    def __init__(self, backend: Backend,
-                 read_info: Callable[[str], CheckpointInfo | None]) -> None:
+    """The listing cache of one store. ``read_info(id)`` reads a manifest's metadata and raises
+    when it cannot; after each listing, :attr:`unreadable` maps the ids whose manifest could
+    not be read to why, and :attr:`rebuilt` says why the cached index was not used."""
+
+    def __init__(self, backend: Backend, read_info: Callable[[str], CheckpointInfo]) -> None:
         self.backend = backend
         self._read_info = read_info
+        self.unreadable: dict[str, str] = {}
+        self.rebuilt: str | None = None
+        self.listed = False  # whether entries() ran: the two attributes above are its findings
 
-    def _load(self) -> dict[str, dict[str, Any]]:
+    def _load(self) -> dict[str, Any]:
+        self.rebuilt = None
         try:
-            doc = json.loads(self.backend.read_bytes(INDEX_FILE))
-        except (FileNotFoundError, ValueError):
+            doc = unseal(self.backend.read_bytes(INDEX_FILE), where=INDEX_FILE, required=True)
+        except FileNotFoundError:
+            return {}
+        except (IntegrityError, FormatError) as err:
+            self.rebuilt = str(err)  # a cache: rebuilt from the manifests, and said so
             return {}
         if not isinstance(doc, dict) or doc.get("version") != INDEX_VERSION:
             return {}
@@ -44,29 +57,62 @@ class Index:
         return entries if isinstance(entries, dict) else {}
 
     def ids_on_disk(self) -> set[str]:
+        """The ids of every manifest file (names that are no valid id are left out)."""
+        return {stem for stem in self._stems() if is_id(stem)}
+
+    def _stems(self) -> set[str]:
         return {n[: -len(SUFFIX)] for n in self.backend.listdir(MANIFEST_DIR)
                 if n.endswith(SUFFIX) and not n.startswith(".")}
 
     def entries(self) -> dict[str, CheckpointInfo]:
-        """Every committed checkpoint, reconciled against the manifests on disk."""
+        """Every committed checkpoint whose manifest reads, reconciled against the manifests
+        on disk; cached entries are checked like manifests are (see :mod:`.manifest`)."""
         cached = self._load()
-        on_disk = self.ids_on_disk()
-        drift = len(set(cached) - on_disk)
+        stems = self._stems()
+        unreadable = {stem: f"{MANIFEST_DIR}/{stem}{SUFFIX}: the file name is not a "
+                            "checkpoint id" for stem in stems if not is_id(stem)}
+        on_disk = stems - set(unreadable)
+        drift = len(set(cached) - on_disk) + (self.rebuilt is not None)
         out: dict[str, CheckpointInfo] = {}
         for ckpt_id in on_disk:
-            raw = cached.get(ckpt_id)
-            if raw is not None:
+            info = self._cached(cached.get(ckpt_id), ckpt_id)
+            if info is None:
+                drift += 1
                 try:
-                    out[ckpt_id] = CheckpointInfo.from_json(raw)
+                    info = self._read_info(ckpt_id)
+                except (CkptError, OSError) as err:
+                    unreadable[ckpt_id] = str(err)
                     continue
-                except (TypeError, ValueError, KeyError):
-                    pass
-            drift += 1
-            info = self._read_info(ckpt_id)
-            if info is not None:
-                out[ckpt_id] = info
+            out[ckpt_id] = info
+        self.unreadable = unreadable
+        self.listed = True
         if drift >= REWRITE_AFTER or (drift and not cached):
             self.write(out)
+        return out
+
+    @staticmethod
+    def _cached(raw: Any, ckpt_id: str) -> CheckpointInfo | None:
+        if raw is None:
+            return None
+        try:
+            info = info_from_json(raw, where=f"{INDEX_FILE}: {ckpt_id}")
+        except (FormatError, TypeError, ValueError):
+            return None
+        return info if info.id == ckpt_id else None
+
+    def disagreements(self) -> list[str]:
+        """Where the cached index says something its manifests do not (reads every manifest
+        it lists). Entries of deleted checkpoints are mere lag, not disagreement."""
+        out = []
+        for ckpt_id, raw in sorted(self._load().items()):
+            try:
+                truth = self._read_info(ckpt_id)
+            except (CkptError, OSError):
+                continue  # gone, or unreadable: the listing reports those
+            cached = self._cached(raw, ckpt_id)
+            if cached != truth:
+                what = "is malformed" if cached is None else "disagrees with its manifest"
+                out.append(f"the entry of {ckpt_id} {what}; delete index.json to rebuild it")
         return out
 
     def write(self, entries: dict[str, CheckpointInfo]) -> None:
@@ -74,4 +120,4 @@ class Index:
                "entries": {k: v.to_json() for k, v in sorted(entries.items())}}
         # A read-only store still lists; the index is only a cache.
         with contextlib.suppress(OSError):
-            self.backend.write_atomic(INDEX_FILE, [json.dumps(doc).encode()], durable=False)
+            self.backend.write_atomic(INDEX_FILE, [seal(doc)], durable=False)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..capture import RNG_NAME, classify
-from ..manager import Checkpointer, is_weights_file
+from ..manager import Checkpointer, names_weights_file
 from ..types import CheckpointInfo, RestoreReport
 
 __all__ = ["NotebookCheckpointer", "get_session", "session"]
@@ -108,7 +108,7 @@ class NotebookCheckpointer(Checkpointer):
     def restore_into_namespace(self, ref: str = "latest", **kwargs: Any) -> RestoreReport:
         """Restore into the objects bound to the saved names now; re-bind plain values."""
         ns = self.namespace
-        if is_weights_file(ref):  # a plain state dict: into the notebook's modules
+        if names_weights_file(self.store, ref):  # a plain state dict: into the notebook's modules
             self.objects = {n: o for n, o in self.discover().items() if classify(o) == "module"}
             return self.restore(ref, **kwargs)
         info = self.resolve(ref)
