@@ -20,6 +20,10 @@
                                          upload a checkpoint's files or a folder to the Hub
     ckpt get NAME DIR                    write a checkpoint's files into DIR (read-only);
                                          a folder that still verifies is reused
+    ckpt repair [--from URL] [--dry-run] [--json]
+                                         re-hash every blob, quarantine bad ones, fetch bad
+                                         or missing ones from another store; exit 1 if any
+                                         checkpoint stays broken
 
 The retention policy is stored with the store (policy.json), so the CLI, the magics, the
 dashboard and every Checkpointer on the store apply the same one.
@@ -347,6 +351,17 @@ def cmd_dashboard(store: Store, args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_repair(store: Store, args: argparse.Namespace) -> int:
+    from .manager.repair import repair
+
+    report = repair(store, source=args.source, dry_run=args.dry_run)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(report)
+    return 0 if report.ok else 1
+
+
 def cmd_get(store: Store, args: argparse.Namespace) -> int:
     from .manager import materializing
 
@@ -496,6 +511,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help=progress_help)
+    p = add("repair", cmd_repair, "re-hash every blob of every checkpoint, quarantine bad "
+            "ones, and fetch bad or missing ones from another store (--from), verified")
+    p.add_argument("--from", dest="source", metavar="URL",
+                   help="a healthy copy: a mirror, or the store a copy came from")
+    p.add_argument("--dry-run", action="store_true", help="change nothing; report what a "
+                   "repair would fix")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p = add("dashboard", cmd_dashboard, "serve the dashboard on 127.0.0.1 (Ctrl-C stops it)")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     p.add_argument("--address", default="127.0.0.1",

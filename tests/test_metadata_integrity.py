@@ -253,7 +253,7 @@ def test_a_damaged_policy_is_an_error_never_keep_everything(store_root: Path) ->
         assert got == policy, f"a flip at byte {at} (bit {bit}) changed the policy silently"
     path.write_bytes(original)
     path.write_text("{not json")
-    with pytest.raises(CkptError, match="policy.json"):
+    with pytest.raises(CkptError, match=r"policy\.json"):
         statuses(Store(str(store_root)))
 
 

@@ -10,6 +10,7 @@ checkpoint still restores.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 import torch
 from servers import S3Server
@@ -241,11 +243,8 @@ def test_files_whose_paths_lead_outside_are_never_written(
 def test_blob_digests_that_are_paths_are_refused(
         place: Place, genuine: dict[str, Any], tmp_path: Path) -> None:
     doc = genuine["doc"]
-    digest, size = next(iter(doc["blobs"].items()))
-    evil_blob = "../../../outside/victim.json"
-    text = seal(doc).decode().replace(digest, "X" * 64).replace('"' + "X" * 64, '"' + evil_blob)
-    tampered = __import__("json").loads(text)
-    tampered.pop("content_digest")
+    digest = next(iter(doc["blobs"]))
+    tampered = json.loads(json.dumps(doc).replace(digest, "../../../outside/victim.json"))
     _plant(place, "blobby", _with_checkpoint(tampered, id="blobby"))
     before = place.outside()
     answers = _run_all(place, "blobby", tmp_path)
@@ -275,7 +274,7 @@ def test_smuggled_pickles_never_run(place: Place, genuine: dict[str, Any],
     marker = tmp_path / "pwned"
     _Payload.marker = str(marker)
     payload = pickle.dumps(_Payload())
-    digest = __import__("blake3").blake3(payload).hexdigest()
+    digest = blake3.blake3(payload).hexdigest()
     place.write(f"blobs/{digest[:2]}/{digest}", payload)
     doc = genuine["doc"]
     model = dict(doc["objects"]["model"])
@@ -298,3 +297,26 @@ def test_smuggled_pickles_never_run(place: Place, genuine: dict[str, Any],
         code = main(["export", "smuggler", str(tmp_path / "w.safetensors"), "--store", place.url])
         assert code == 1 and not marker.exists()
     _genuine_restores(place, genuine)
+
+
+def test_a_ref_that_is_both_a_file_and_a_checkpoint_asks_which(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: a checkpoint named ``model.safetensors`` was shadowed by a local file of that name:
+    restore loaded the file."""
+    from safetensors.torch import save_file
+
+    monkeypatch.chdir(tmp_path)
+    saved = _model(1)
+    ck = Checkpointer(str(tmp_path / "store"), model=saved)
+    ck.save(step=1, name="model.safetensors", wait=True)
+    other = _model(2)
+    save_file(other.state_dict(), "model.safetensors")
+    target = _model(3)
+    ck = Checkpointer(str(tmp_path / "store"), model=target)
+    with pytest.raises(CkptError, match=r"both a checkpoint .* and a file .*'\./model\.safetensors'"
+                                        r" for the file, or 'ckpt:model\.safetensors'"):
+        ck.restore("model.safetensors")
+    ck.restore("ckpt:model.safetensors")
+    assert torch.equal(target[0].weight, saved[0].weight)
+    ck.restore("./model.safetensors")
+    assert torch.equal(target[0].weight, other[0].weight)

@@ -9,12 +9,16 @@ On remote stores an existence check is a request (two on S3 for a missing key: a
 a listing to rule out a "directory"), so work on many blobs runs inside :meth:`BlobStore.batch`:
 the store's blobs are listed once (one request per 1,000) and every check inside the block is
 answered from that listing and the block's own writes.
+
+A blob found bad (its bytes do not hash to its name) is quarantined (see :mod:`.quarantine`):
+the store then lacks it, so the next save or copy of those bytes writes them again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -25,8 +29,9 @@ import blake3
 
 from ..errors import IntegrityError
 from ..types import DATA_PHASE, OWN_BLOB_MIN, TensorData
-from . import tensorfile
+from . import quarantine, tensorfile
 from .backend import Backend, fsync_dir
+from .quarantine import HEAL_HINT, valid_digest
 
 __all__ = ["BlobStore", "PutResult", "TensorRef", "parallel_map"]
 
@@ -39,10 +44,11 @@ INLINE_LIMIT = 64 << 20  # files up to this size are read whole; larger ones are
 _HASH_THREADS_MIN = 4 << 20  # hash with several threads above this many bytes
 _READ_CHUNK = 8 << 20
 LIST_MIN = 32  # remote stores: checking this many blobs or more lists the store once instead
+MISLISTED = "listed as"  # a problem starting so: a sound blob, a manifest listing it wrongly
 
 
 def blob_path(digest: str) -> str:
-    return f"blobs/{digest[:2]}/{digest}"
+    return f"blobs/{quarantine.checked(digest)[:2]}/{digest}"
 
 
 def hash_stream(f: BinaryIO) -> str:
@@ -96,6 +102,7 @@ class _Inventory:
 
     digests: set[str]
     removals: int  # the backend's removal count when listed: any remove since makes it stale
+    sizes: dict[str, int] = field(default_factory=dict)  # of the listed ones
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -156,7 +163,8 @@ class BlobStore:
         with self._batch_lock:
             if self._listed() is None:
                 removals = self.backend.removals
-                self._inventory = _Inventory(set(self.all_digests()), removals)
+                sizes = self._listed_sizes()
+                self._inventory = _Inventory(set(sizes), removals, sizes)
             self._batch_depth += 1
         try:
             yield
@@ -184,13 +192,63 @@ class BlobStore:
         if inv is not None:
             with inv.lock:
                 inv.digests.add(digest)
+                inv.sizes.pop(digest, None)
+
+    def _holds(self, digest: str, size: int) -> bool:
+        """:meth:`has`, for bytes about to be put (``size`` is theirs, so it is true). On a
+        local store the stat that answers also gives the size: a blob of another size cannot
+        hold these bytes, so it is quarantined and the caller writes it again."""
+        if not self.backend.is_local:
+            return self.has(digest)
+        try:
+            stored = os.stat(self.backend.path(blob_path(digest))).st_size
+        except FileNotFoundError:
+            return False
+        if stored == size:
+            return True
+        self.quarantine(digest)
+        return False
+
+    def stored_sizes(self, digests: Collection[str]) -> dict[str, int | None]:
+        """Which of ``digests`` the store has, with each one's stored size (None: not known,
+        for a blob written since the batch's listing). Local: a stat each; remote: one
+        listing (the batch's, or a fresh one for many), else a request each."""
+        inv = self._listed()
+        if inv is not None:
+            return {d: inv.sizes.get(d) for d in digests if d in inv.digests}
+        if not self.backend.is_local and len(digests) >= LIST_MIN:
+            listed = self._listed_sizes()
+            return {d: listed[d] for d in digests if d in listed}
+        out: dict[str, int | None] = {}
+        for d in digests:
+            with contextlib.suppress(FileNotFoundError):
+                out[d] = self.backend.size(blob_path(d))
+        return out
+
+    def lacking(self, sizes: Mapping[str, int]) -> set[str]:
+        """Which of the blobs ``sizes`` lists (digest -> size, from a manifest) the store
+        lacks. One it holds with another size is checked (hashed): a bad one is quarantined
+        and counts as lacking; a sound one (the manifest's size is wrong) counts as held, and
+        the manifest fails its own checks when read. A cheap guard, not a verification: a
+        blob of the right size with a flipped byte is found by ``verify`` or a restore."""
+        stored = self.stored_sizes(set(sizes))
+        out = set(sizes) - set(stored)
+        for digest, size in stored.items():
+            if size is not None and size != int(sizes[digest]):
+                try:
+                    bad = self._inspect(digest, int(sizes[digest]))[1]
+                except FileNotFoundError:
+                    bad = True
+                if bad:
+                    out.add(digest)
+        return out
 
     # -- writing -------------------------------------------------------------------------
     def put(self, chunks: Sequence[bytes | memoryview], *, durable: bool = True) -> PutResult:
         digest = hash_chunks(chunks)
         size = sum(memoryview(c).nbytes for c in chunks)
         rel = blob_path(digest)
-        if self.has(digest):
+        if self._holds(digest, size):
             return PutResult(digest, size, new=False)
         self.backend.write_atomic(rel, list(chunks), durable=durable, sync_dir=False)
         self._wrote(digest)
@@ -217,7 +275,8 @@ class BlobStore:
         were hashed before): those are not hashed again. An entry may also be a callable,
         run on the hashing thread in turn, that returns the digest when it can vouch for it
         (say, after comparing the bytes with a copy of ones that were hashed) and None when
-        the blob must be hashed.
+        the blob must be hashed. Either way the store is asked whether it holds the blob
+        (a quarantined one is written again).
         """
         results: list[PutResult | None] = [None] * len(items)
         hinted = set(first)
@@ -231,7 +290,7 @@ class BlobStore:
         def store(index: int, digest: str, size: int) -> bool:
             """Write blob ``index`` unless the store has it; whether it was new."""
             try:
-                new = not self.has(digest)
+                new = not self._holds(digest, size)
                 if new:
                     self.backend.write_atomic(blob_path(digest), list(items[index]),
                                               durable=durable, sync_dir=False)
@@ -276,7 +335,7 @@ class BlobStore:
         """Store one file's bytes. ``digest`` (e.g. from a hash cache) lets a blob the store
         already has (or is in ``known``) be skipped without reading the file at all;
         ``where`` names the file in errors."""
-        if digest is not None and (digest in known or self.has(digest)):
+        if digest is not None and (digest in known or self._holds(digest, size)):
             return PutResult(digest, size, new=False)
         if size <= INLINE_LIMIT:
             with open_file() as f:
@@ -288,7 +347,7 @@ class BlobStore:
         with open_file() as f:
             digest = hash_stream(f)
         rel = blob_path(digest)
-        if digest in known or self.has(digest):
+        if digest in known or self._holds(digest, size):
             return PutResult(digest, size, new=False)
         with open_file() as f:
             self.backend.write_stream(rel, f, durable=durable)
@@ -307,11 +366,26 @@ class BlobStore:
         return {d for d in digests if self.backend.exists(blob_path(d))}
 
     def copy_from(self, other: BlobStore, digest: str, size: int, *, where: str,
-                  durable: bool = True) -> PutResult:
-        """Copy one verified blob from another store (if this one lacks it)."""
+                  durable: bool = True, progress: Callable[[int], None] | None = None,
+                  ) -> PutResult:
+        """Copy one blob from another store (if this one lacks it), verified on the way: a
+        bad one is quarantined *there* and raises. Large blobs stream through a temp file,
+        never held in memory. ``progress`` gets byte counts as they arrive."""
+        report = progress or _ignore
         if self.has(digest):
+            report(size)
             return PutResult(digest, size, new=False)
-        return self.put([memoryview(other.read(digest, size, where=where))], durable=durable)
+        if size <= INLINE_LIMIT:
+            result = self.put([memoryview(other.read(digest, size, where=where))],
+                              durable=durable)
+            report(size)
+            return result
+        with tempfile.TemporaryFile(prefix="ckpt-blob-") as spool:
+            other.stream_into(digest, size, spool, where=where, progress=report)
+            spool.seek(0)
+            self.backend.write_stream(blob_path(digest), spool, durable=durable)
+        self._wrote(digest)
+        return PutResult(digest, size, new=True)
 
     def put_tensors(self, tensors: Sequence[TensorData], *, durable: bool = True,
                     first: Collection[int] = (), known: Mapping[int, Known] | None = None,
@@ -342,19 +416,60 @@ class BlobStore:
 
     # -- reading -------------------------------------------------------------------------
     def read(self, digest: str, size: int, *, where: str) -> bytearray:
-        """The blob's bytes, verified against its hash; errors name ``where``."""
+        """The blob's bytes, verified against its hash; errors name ``where``. A blob found
+        bad is quarantined (see the module docstring) and the error says how to heal."""
         rel = blob_path(digest)
         try:
             buf = self.backend.readinto(rel, size)
         except FileNotFoundError as err:
-            raise IntegrityError(f"{where}: blob {digest[:16]} is missing from the store; "
-                                 "the checkpoint cannot be restored") from err
+            raise IntegrityError(f"{where}: blob {digest[:16]} is {self.absent(digest)} "
+                                 f"(not in the store); {HEAL_HINT}") from err
         except OSError as err:
-            raise IntegrityError(f"{where}: blob {digest[:16]} could not be read ({err})") from err
-        if hash_chunks([buf]) != digest:
-            raise IntegrityError(f"{where}: blob {digest[:16]} is corrupt (its bytes do not "
-                                 "match its BLAKE3 hash); restore an older checkpoint")
+            if not self.backend.is_local:  # the network, not the blob: it stays
+                raise IntegrityError(f"{where}: blob {digest[:16]} could not be read "
+                                     f"({err})") from err
+            raise self._bad(digest, size, where, err) from err  # locally: a size mismatch
+        if len(buf) != size or hash_chunks([buf]) != digest:
+            raise self._bad(digest, size, where)
         return buf
+
+    def _bad(self, digest: str, size: int, where: str,
+             err: OSError | None = None) -> IntegrityError:
+        """The error for a blob whose read went wrong, once its stored file is re-hashed
+        (and quarantined if its bytes do not hash to its name)."""
+        try:
+            problem, bad = self._inspect(digest, size)
+        except OSError as again:
+            return IntegrityError(f"{where}: blob {digest[:16]} could not be read "
+                                  f"({err or again})")
+        if problem is None:  # sound again: another writer replaced it while we read
+            return IntegrityError(f"{where}: blob {digest[:16]} changed while it was read; "
+                                  "try again")
+        hint = f"; {HEAL_HINT}, or restore an older checkpoint" if bad else ""
+        return IntegrityError(f"{where}: blob {digest[:16]} is {problem}{hint}")
+
+    def stream_into(self, digest: str, size: int, out: BinaryIO, *, where: str,
+                    progress: Callable[[int], None] | None = None) -> None:
+        """Write the blob's bytes to ``out`` as they are read, hashing them on the way; raise
+        (and quarantine the blob) if they do not hash to its name. ``out`` then holds bad
+        bytes: the caller discards it."""
+        report = progress or _ignore
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        got = 0
+        try:
+            with self.backend.open_read(blob_path(digest)) as f:
+                while chunk := f.read(_READ_CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    got += len(chunk)
+                    report(len(chunk))
+        except FileNotFoundError as err:
+            raise IntegrityError(f"{where}: blob {digest[:16]} is {self.absent(digest)} in "
+                                 f"{self.backend.url}") from err
+        problem, _bad = self.judge(digest, size, got, str(hasher.hexdigest()))
+        if problem is not None:
+            raise IntegrityError(f"{where}: blob {digest[:16]} in {self.backend.url} is "
+                                 f"{problem}; nothing was committed")
 
     def read_tensors(self, digest: str, size: int, *, where: str) -> dict[str, TensorData]:
         return tensorfile.decode(self.read(digest, size, where=where), where=where)
@@ -365,40 +480,90 @@ class BlobStore:
                             self.workers, name="ckpt-read")
 
     def check(self, digest: str, size: int) -> str | None:
-        """Re-hash a stored blob without keeping it; ``None`` if fine, else what is wrong."""
+        """Re-hash a stored blob without keeping it; ``None`` if fine, else what is wrong.
+        A blob whose bytes do not hash to its name is quarantined."""
+        if not valid_digest(digest):
+            return "not a blob name (the manifest is damaged or hostile)"
+        try:
+            return self._inspect(digest, size)[0]
+        except FileNotFoundError:
+            return self.absent(digest)
+
+    def _inspect(self, digest: str, size: int) -> tuple[str | None, bool]:
+        """Hash the stored file whole: (what is wrong or None, whether the blob is bad)."""
         rel = blob_path(digest)
         hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
         got = 0
+        if self.backend.is_local:
+            with open(self.backend.path(rel), "rb", buffering=0) as f:
+                chunk = bytearray(_READ_CHUNK)
+                while n := f.readinto(chunk):
+                    hasher.update(memoryview(chunk)[:n])
+                    got += n
+        elif size <= INLINE_LIMIT:
+            data = self.backend.read_bytes(rel)
+            hasher.update(data)
+            got = len(data)
+        else:  # a large remote blob is hashed as it streams, never held whole
+            with self.backend.open_read(rel) as stream:
+                while part := stream.read(_READ_CHUNK):
+                    hasher.update(part)
+                    got += len(part)
+        return self.judge(digest, size, got, str(hasher.hexdigest()))
+
+    def judge(self, digest: str, size: int, got: int, actual: str) -> tuple[str | None, bool]:
+        """What is wrong with a stored blob of ``got`` bytes hashing to ``actual``, listed as
+        ``size`` bytes, and whether the blob itself is bad (then it is quarantined)."""
+        if actual == digest:
+            if got == size:
+                return None, False
+            return (f"{MISLISTED} {size} bytes but holds {got} (the blob is intact: the "
+                    "manifest is wrong)"), False
+        if got < size:
+            problem = f"truncated ({got} of {size} bytes)"
+        elif got > size:
+            problem = f"corrupt ({got} bytes, expected {size})"
+        else:
+            problem = "corrupt (hash mismatch)"
+        if self.quarantine(digest):
+            problem += "; quarantined"
+        return problem, True
+
+    def absent(self, digest: str) -> str:
+        """Why a blob is not there: quarantined, or missing."""
+        return quarantine.absent(self.backend, digest)
+
+    def quarantine(self, digest: str) -> bool:
+        """Move a bad blob out of ``blobs/`` (see :mod:`.quarantine`), and out of this
+        store's listing; whether it moved."""
+        moved = quarantine.move(self.backend, blob_path(digest), digest)
+        inv = self._inventory
+        if inv is not None:
+            with inv.lock:
+                inv.digests.discard(digest)
+        return moved
+
+    def _listed_sizes(self) -> dict[str, int]:
+        """Every blob of a remote store with its size, from one listing."""
+        base = self.backend.path("blobs")
         try:
-            if self.backend.is_local:
-                with open(self.backend.path(rel), "rb", buffering=0) as f:
-                    chunk = bytearray(_READ_CHUNK)
-                    while n := f.readinto(chunk):
-                        hasher.update(memoryview(chunk)[:n])
-                        got += n
-            elif size <= INLINE_LIMIT:
-                data = self.backend.read_bytes(rel)
-                hasher.update(data)
-                got = len(data)
-            else:  # a large remote blob is hashed as it streams, never held whole
-                with self.backend.open_read(rel) as stream:
-                    while part := stream.read(_READ_CHUNK):
-                        hasher.update(part)
-                        got += len(part)
+            found = self.backend.call("listing", "blobs", self.backend.fs.find, base,
+                                      detail=True)
         except FileNotFoundError:
-            return "missing"
-        if got != size:
-            return f"truncated ({got} of {size} bytes)"
-        if hasher.hexdigest() != digest:
-            return "corrupt (hash mismatch)"
-        return None
+            return {}
+        out = {}
+        for path, entry in found.items():
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            if valid_digest(name) and entry.get("type", "file") == "file":
+                out[name] = int(entry.get("size") or 0)
+        return out
 
     def all_digests(self) -> dict[str, str]:
         """Every blob in the store: digest -> relative path."""
         out = {}
         for rel in self.backend.walk_files("blobs"):
             name = os.path.basename(rel)
-            if len(name) == 64:
+            if valid_digest(name):
                 out[name] = rel
         return out
 

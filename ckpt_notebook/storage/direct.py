@@ -5,7 +5,8 @@ into the model. For a blob holding one large tensor that is wasteful: here each 
 first verified by hashing it through a small reused buffer (nothing is loaded until every
 blob verifies, so restore stays all-or-nothing), then its tensor bytes are read straight
 into the destination's memory (the second read comes from the page cache). Blobs are
-immutable and content-addressed, so the verified bytes are the bytes read.
+immutable and content-addressed, so the verified bytes are the bytes read. A blob that fails
+verification is quarantined (see :mod:`.quarantine`), so the next save of its bytes heals it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import blake3
 
 from ..errors import IntegrityError
 from .blobs import BlobStore, blob_path
+from .quarantine import HEAL_HINT
 
 __all__ = ["read_tensor_into", "verify_blobs"]
 
@@ -26,6 +28,7 @@ _VERIFY_CHUNK = 1 << 20  # small enough to stay in cache while it is hashed
 
 
 def _verify_local(blobs: BlobStore, digest: str, size: int) -> str | None:
+    """:meth:`BlobStore.check` through a small buffer that stays in cache while hashed."""
     hasher = blake3.blake3()
     got = 0
     buf = bytearray(_VERIFY_CHUNK)
@@ -36,10 +39,8 @@ def _verify_local(blobs: BlobStore, digest: str, size: int) -> str | None:
                 hasher.update(view[:n])
                 got += n
     except FileNotFoundError:
-        return "missing"
-    if got != size:
-        return f"truncated ({got} of {size} bytes)"
-    return None if hasher.hexdigest() == digest else "corrupt (its bytes do not match its hash)"
+        return blobs.absent(digest)
+    return blobs.judge(digest, size, got, str(hasher.hexdigest()))[0]
 
 
 def verify_blobs(blobs: BlobStore, items: Sequence[tuple[str, int, str]]) -> None:
@@ -54,7 +55,7 @@ def verify_blobs(blobs: BlobStore, items: Sequence[tuple[str, int, str]]) -> Non
         for digest, where, problem in pool.map(one, items):
             if problem is not None:
                 raise IntegrityError(f"{where}: blob {digest[:16]} is {problem}; nothing was "
-                                     "restored (restore an older checkpoint)")
+                                     f"restored ({HEAL_HINT}; or restore an older checkpoint)")
 
 
 def read_tensor_into(blobs: BlobStore, digest: str, key: str, dest: memoryview, *,
