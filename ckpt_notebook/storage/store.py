@@ -5,11 +5,16 @@ Layout under the root URL (see docs/format.md)::
     ckpt-store.json          marks the folder as a store (format version)
     blobs/ab/ab12...         content-addressed blobs (BLAKE3)
     manifests/<id>.json      one per checkpoint; writing it is the commit
+    commits/<id>             commit records: the manifest's digest and time (see below)
     index.json               listing cache, rebuilt from manifests when stale
     tmp/                     in-flight temp files (local stores); gc removes leftovers
 
 A checkpoint is visible exactly when its manifest exists, and its manifest is written only
 after every blob it names is durable, so a crash at any moment leaves a readable store.
+After the manifest, a commit record ``commits/<id>`` is written (and removed first on
+delete): a record whose manifest is missing or unreadable is a checkpoint that was lost, so
+``latest`` never silently falls back to an older one. Everything read here is checked
+(:mod:`.trust`): a store may be hostile or rotten.
 """
 
 from __future__ import annotations
@@ -18,28 +23,39 @@ import contextlib
 import errno
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CheckpointNotFoundError, FormatError, StoreBusyError, StoreError
+from ..errors import (
+    CheckpointNotFoundError,
+    CkptError,
+    FormatError,
+    IntegrityError,
+    StoreBusyError,
+    StoreError,
+)
 from ..types import CheckpointInfo, format_bytes, utc_now
 from . import locks
 from . import manifest as manifest_format
 from .backend import Backend, open_backend
-from .blobs import BlobStore, blob_path
+from .blobs import BlobStore, blob_path, hash_chunks
 from .control import MetricHistory, PinSet, PolicyFile, RequestQueue
 from .index import MANIFEST_DIR, Index
+from .trust import check_id, is_id, seal, unseal
 
-__all__ = ["GcReport", "Store", "VerifyProblem"]
+__all__ = ["GcReport", "Store", "StoreProblem", "Unreadable", "VerifyProblem"]
 
 STORE_FILE = "ckpt-store.json"
 STORE_FORMAT = "ckpt_notebook.store"
 LOCK_FILE = ".lock"
+COMMIT_DIR = "commits"
 _STORE_ENTRIES = {"blobs", "manifests", "tmp", "index.json", "pins", "policy.json", "requests",
-                  "runs", locks.LOCK_DIR, STORE_FILE, "quarantine"}
+                  "runs", locks.LOCK_DIR, STORE_FILE, COMMIT_DIR, "quarantine"}
+_DIGEST_IN_TEXT = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 _TMP_MAX_AGE_S = 24 * 3600  # on stores without locks, temp files older than this are leftovers
 
 
@@ -54,6 +70,30 @@ class VerifyProblem:
 
     def __str__(self) -> str:
         return f"{self.checkpoint}: {self.where}: blob {self.blob[:16]} is {self.problem}"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A checkpoint whose manifest is missing (its commit record remains) or cannot be read.
+    ``created`` comes from its commit record, or its id, when either tells."""
+
+    id: str
+    created: str | None
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.id}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class StoreProblem:
+    """Something wrong with the store itself rather than with one blob (see :meth:`Store.audit`)."""
+
+    what: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.problem}"
 
 
 @dataclass
@@ -90,7 +130,7 @@ class Store:
         self.backend: Backend = open_backend(url, **storage_options)
         self.url = self.backend.url
         self.blobs = BlobStore(self.backend)
-        self.index = Index(self.backend, self._read_info_or_none)
+        self.index = Index(self.backend, self.info)
         self.pins = PinSet(self.backend)
         self.policy = PolicyFile(self.backend)
         self.requests = RequestQueue(self.backend)
@@ -159,52 +199,104 @@ class Store:
     # -- manifests -----------------------------------------------------------------------
     @staticmethod
     def manifest_path(ckpt_id: str) -> str:
-        return f"{MANIFEST_DIR}/{ckpt_id}.json"
+        return f"{MANIFEST_DIR}/{check_id(ckpt_id, where='checkpoint')}.json"
+
+    @staticmethod
+    def record_path(ckpt_id: str) -> str:
+        return f"{COMMIT_DIR}/{check_id(ckpt_id, where='checkpoint')}"
 
     def commit(self, info: CheckpointInfo, *, objects: dict[str, Any], blobs: dict[str, int],
                files: dict[str, Any] | None = None,
                library_versions: dict[str, str] | None = None) -> None:
-        """Write the manifest (the commit). Never replaces an existing checkpoint."""
+        """Write the manifest (the commit), then its commit record. Never replaces an
+        existing checkpoint."""
         raw = manifest_format.encode(info, objects=objects, blobs=blobs, files=files,
                                      library_versions=library_versions)
         self.backend.write_atomic(self.manifest_path(info.id), [raw], exclusive=True)
+        record = {"id": info.id, "created": info.created, "manifest": hash_chunks([raw])}
+        # Committed already: a record that cannot be written only weakens loss detection.
+        with contextlib.suppress(OSError):
+            self.backend.write_atomic(self.record_path(info.id), [seal(record)], durable=False)
 
     def manifest(self, ckpt_id: str) -> dict[str, Any]:
-        where = f"checkpoint {ckpt_id}"
+        """The checkpoint's manifest, unsealed and validated (see :mod:`.manifest`)."""
+        return self._manifest(ckpt_id)[0]
+
+    def _manifest(self, ckpt_id: str) -> tuple[dict[str, Any], bytes]:
+        rel = self.manifest_path(ckpt_id)
         try:
-            raw = self.backend.read_bytes(self.manifest_path(ckpt_id))
+            raw = self.backend.read_bytes(rel)
         except FileNotFoundError as err:
             raise CheckpointNotFoundError(f"no checkpoint {ckpt_id!r} in {self.url}") from err
-        return manifest_format.decode(raw, where=where)
+        return manifest_format.decode(raw, where=self.backend.where(rel),
+                                      expected_id=ckpt_id), raw
 
     def info(self, ckpt_id: str) -> CheckpointInfo:
         return manifest_format.info_of(self.manifest(ckpt_id))
-
-    def _read_info_or_none(self, ckpt_id: str) -> CheckpointInfo | None:
-        try:
-            return self.info(ckpt_id)
-        except (CheckpointNotFoundError, FormatError, OSError, TypeError):
-            return None
 
     def exists(self, ckpt_id: str) -> bool:
         return self.backend.exists(self.manifest_path(ckpt_id))
 
     def delete(self, ckpt_id: str) -> None:
-        """Remove a checkpoint's manifest; its blobs go at the next :meth:`gc`."""
-        if not self.exists(ckpt_id):
+        """Remove a checkpoint's manifest; its blobs go at the next :meth:`gc`. A checkpoint
+        that was lost (only its commit record remains) can be deleted too, to accept the loss."""
+        recorded = self.backend.exists(self.record_path(ckpt_id))
+        if not recorded and not self.exists(ckpt_id):
             raise CheckpointNotFoundError(f"no checkpoint {ckpt_id!r} in {self.url}")
+        self.backend.remove(self.record_path(ckpt_id))  # first: never a record without intent
         self.backend.remove(self.manifest_path(ckpt_id))
         self.pins.remove(ckpt_id)
+
+    def unreadable(self) -> list[Unreadable]:
+        """Checkpoints that the last :meth:`list` could not list: manifests that do not read,
+        and commit records whose manifest is gone. Oldest first (unknown times last)."""
+        if not self.index.listed:
+            self.list()
+        out = {ckpt_id: Unreadable(ckpt_id, self._recorded_time(ckpt_id), problem)
+               for ckpt_id, problem in self.index.unreadable.items()}
+        recorded = {n for n in self.backend.listdir(COMMIT_DIR) if is_id(n)}
+        for ckpt_id in recorded - set(out) - self.index.ids_on_disk():
+            if not self.exists(ckpt_id):  # not committed meanwhile
+                out[ckpt_id] = Unreadable(ckpt_id, self._recorded_time(ckpt_id),
+                                          "its manifest is missing (the commit record remains)")
+        return sorted(out.values(), key=lambda u: (u.created is None, u.created or "", u.id))
+
+    def _record(self, ckpt_id: str) -> dict[str, Any] | None:
+        """The checkpoint's commit record; None if it has none (older stores)."""
+        try:
+            doc = unseal(self.backend.read_bytes(self.record_path(ckpt_id)),
+                         where=self.backend.where(self.record_path(ckpt_id)), required=True)
+        except FileNotFoundError:
+            return None
+        if not isinstance(doc, dict) or doc.get("id") != ckpt_id:
+            raise IntegrityError(f"{self.backend.where(self.record_path(ckpt_id))} is not the "
+                                 f"commit record of {ckpt_id}")
+        return doc
+
+    def _recorded_time(self, ckpt_id: str) -> str | None:
+        try:
+            record = self._record(ckpt_id)
+        except (CkptError, OSError):
+            record = None
+        created = None if record is None else record.get("created")
+        return created if isinstance(created, str) else id_time(ckpt_id)
 
     # -- verify and gc -------------------------------------------------------------------
     def verify(self, ckpt_id: str, *, seen: dict[str, str | None] | None = None,
                ) -> list[VerifyProblem]:
-        """Re-hash every blob of a checkpoint; returns what does not verify (empty: fine).
+        """Check a checkpoint's manifest (seal, every record, its commit record) and re-hash
+        every blob it names; returns what does not verify (empty: fine). A manifest that
+        cannot be read at all raises.
 
         Pass the same ``seen`` dict when verifying many checkpoints: blobs they share are
         hashed once.
         """
-        doc = self.manifest(ckpt_id)
+        doc, raw = self._manifest(ckpt_id)
+        record = self._record(ckpt_id)
+        if record is not None and record.get("manifest") != hash_chunks([raw]):
+            raise IntegrityError(f"{self.backend.where(self.manifest_path(ckpt_id))} is not the "
+                                 "manifest that was committed (its digest differs from "
+                                 f"{self.record_path(ckpt_id)}); restore it from a copy")
         where = blob_owners(doc)
         seen = {} if seen is None else seen
         problems = []
@@ -217,11 +309,49 @@ class Store:
         return problems
 
     def referenced_blobs(self) -> set[str]:
+        """Every blob some manifest names. A manifest that does not read (damaged, crafted,
+        newer) keeps every blob digest that appears in its bytes: its blobs are not known
+        for sure, and keeping too much only wastes space."""
         refs: set[str] = set()
         for ckpt_id in self.index.ids_on_disk():
-            with contextlib.suppress(CheckpointNotFoundError):
-                refs.update(self.manifest(ckpt_id)["blobs"])
+            try:
+                doc, raw = self._manifest(ckpt_id)
+            except CheckpointNotFoundError:
+                continue  # deleted meanwhile
+            except (FormatError, IntegrityError):
+                raw = self.backend.read_bytes(self.manifest_path(ckpt_id))
+                refs.update(m.decode() for m in _DIGEST_IN_TEXT.findall(raw))
+                continue
+            refs.update(doc["blobs"])
         return refs
+
+    def verify_all(self) -> list[VerifyProblem | StoreProblem]:
+        """:meth:`audit` plus :meth:`verify` of every checkpoint (shared blobs hashed once)."""
+        problems: list[VerifyProblem | StoreProblem] = [*self.audit()]
+        seen: dict[str, str | None] = {}
+        for info in self.list():
+            try:
+                problems += self.verify(info.id, seen=seen)
+            except (CkptError, OSError) as err:
+                problems.append(StoreProblem(f"checkpoint {info.id}", str(err)))
+        return problems
+
+    def audit(self) -> list[StoreProblem]:
+        """What is wrong with the store beyond its blobs: unreadable or lost manifests, an
+        index that disagrees with them, pins and a policy that do not read. (Blobs:
+        :meth:`verify`.)"""
+        self.list()
+        problems = [StoreProblem(f"checkpoint {u.id}", u.problem) for u in self.unreadable()]
+        if self.index.rebuilt is not None:
+            problems.append(StoreProblem("index.json", f"{self.index.rebuilt} (rebuilt from "
+                                                        "the manifests)"))
+        problems += [StoreProblem("index.json", p) for p in self.index.disagreements()]
+        for what, read in (("pins", self.pins.ids), ("policy.json", self.policy.read)):
+            try:
+                read()
+            except (CkptError, OSError) as err:
+                problems.append(StoreProblem(what, str(err)))
+        return problems
 
     def gc(self, *, dry_run: bool = False, timeout: float = 30.0) -> GcReport:
         """Remove unreferenced blobs and leftover temp files, and on object stores the lock
@@ -269,6 +399,15 @@ class Store:
     def list(self) -> list[CheckpointInfo]:
         """Every committed checkpoint, oldest first."""
         return sorted(self.index.entries().values(), key=lambda i: (i.created, i.id))
+
+
+def id_time(ckpt_id: str) -> str | None:
+    """The creation time an ordinary id (``YYYYmmdd-HHMMSS-xxxxxx``) tells, ISO-8601 UTC."""
+    d, _, rest = ckpt_id.partition("-")
+    t = rest[:6]
+    if len(d) != 8 or not (d + t).isdigit() or rest[6:7] != "-":
+        return None
+    return f"{d[:4]}-{d[4:6]}-{d[6:]}T{t[:2]}:{t[2:4]}:{t[4:]}.000000+00:00"
 
 
 def writer_alive(tmp_name: str) -> bool | None:
