@@ -1,7 +1,12 @@
 """Failures that must not leave a store stuck (issue 11, part 4).
 
+- A disk that fills up: a save that meets ENOSPC applies the retention policy to make room and
+  tries once more; without a policy the error says so, in one line. Tested on a real 16 MiB
+  tmpfs mounted for the test (root only; skipped with the reason elsewhere).
 - A writer killed mid-upload to S3 (moto on 127.0.0.1): its lock object no longer blocks gc,
   and gc aborts the multipart upload it left behind. A live holder still blocks gc.
+- Two saves racing for one name: the loser is told the name is taken, in the same words as
+  when the name was taken before it started.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +26,128 @@ import pytest
 from conftest import pythonpath_env
 from servers import S3Server
 
-from ckpt_notebook.errors import StoreBusyError
+from ckpt_notebook import Checkpointer
+from ckpt_notebook.errors import (
+    BackgroundSaveError,
+    CheckpointExistsError,
+    StoreBusyError,
+    StoreError,
+)
 from ckpt_notebook.storage import Store
 from ckpt_notebook.storage import locks as store_locks
 from ckpt_notebook.storage.blobs import INLINE_LIMIT
 
+torch = pytest.importorskip("torch")
+
 HELPERS = Path(__file__).resolve().parent / "helpers"
 MiB = 1 << 20
+
+
+# --------------------------------------------------------------------------- disk full
+
+WIDTH = 1250  # one float32 weight of 1250 x 1250: 5.96 MiB, so two fit in 16 MiB, three do not
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 MiB file system (tmpfs), mounted for this test only."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a 16 MiB tmpfs needs root (CI runs these tests as root)")
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
+                              capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.skip("no mount command here to make a small file system")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a 16 MiB tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+
+
+def fresh_weight(model: Any, seed: int) -> None:
+    """New random values: every save writes a new 5.96 MiB blob (nothing dedups)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.weight.copy_(torch.rand(model.weight.shape, generator=gen))
+
+
+def temp_files(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "tmp").glob("*")) if (root / "tmp").exists() else []
+
+
+@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
+def test_a_full_disk_with_a_policy_prunes_and_saves_on(small_fs: Path, async_save: bool) -> None:
+    """keep_last=2 on a disk that holds two checkpoints but not three: without making room
+    the third save would fail, and every one after it. It prunes the oldest and goes on,
+    never deleting the newest complete checkpoint."""
+    root = small_fs / "store"
+    model = torch.nn.Linear(WIDTH, WIDTH, bias=False)
+    ckpt = Checkpointer(root, model=model, rng=False, async_save=async_save)
+    ckpt.set_policy(keep_last=2)
+    saved = []
+    for step in range(1, 7):
+        fresh_weight(model, step)
+        ckpt.save(step=step)
+        info = ckpt.wait() if async_save else ckpt.last
+        assert info is not None and info.committed
+        if saved:  # the newest complete checkpoint before this save survived it
+            assert ckpt.store.exists(saved[-1])
+        saved.append(info.id)
+    ckpt.close()
+    store = Store(root)
+    assert [i.id for i in store.list()] == saved[-2:]
+    assert all(not store.verify(i) for i in saved[-2:])
+    assert temp_files(root) == []
+    restored = torch.nn.Linear(WIDTH, WIDTH, bias=False)
+    Checkpointer(root, model=restored, rng=False).restore("latest")
+    assert torch.equal(restored.weight, model.weight)
+
+
+@pytest.mark.parametrize(("policy", "why"), [
+    (None, "there is no retention policy to prune with"),
+    ({"keep_last": 5}, "the retention policy (keep last 5) keeps every checkpoint"),
+], ids=["no-policy", "keeps-all"])
+def test_a_full_disk_without_room_to_make_says_so_in_one_line(small_fs: Path, policy: Any,
+                                                              why: str) -> None:
+    root = small_fs / "store"
+    model = torch.nn.Linear(WIDTH, WIDTH, bias=False)
+    ckpt = Checkpointer(root, model=model, rng=False, async_save=False)
+    if policy:
+        ckpt.set_policy(**policy)
+    for step in (1, 2):
+        fresh_weight(model, step)
+        ckpt.save(step=step)
+    fresh_weight(model, 3)
+    with pytest.raises(StoreError) as caught:
+        ckpt.save(step=3)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"store {str(root)!r} is full" in message
+    assert "MiB free" in message and f"cannot save step 3, {why};" in message
+    assert "ckpt policy --keep-last N" in message and "ckpt prune" in message
+    assert isinstance(caught.value, OSError)
+    # nothing half-written: no temp file, no third checkpoint, the two verify
+    assert temp_files(root) == []
+    store = Store(root)
+    assert len(store.list()) == 2
+    assert all(not store.verify(i.id) for i in store.list())
+
+
+def test_a_full_disk_fails_an_async_save_at_the_next_call(small_fs: Path) -> None:
+    root = small_fs / "store"
+    model = torch.nn.Linear(WIDTH, WIDTH, bias=False)
+    ckpt = Checkpointer(root, model=model, rng=False, async_save=True)
+    for step in (1, 2, 3):
+        fresh_weight(model, step)
+        ckpt.save(step=step)
+    full = r"is full \(\d+\.\d MiB free: No space left on device\): cannot save step 3"
+    with pytest.raises(BackgroundSaveError, match=full):
+        ckpt.wait()
+    assert temp_files(root) == []
 
 
 # --------------------------------------------------------------------------- locks on S3
@@ -174,3 +295,64 @@ def test_a_local_store_lock_dies_with_its_process(tmp_path: Path) -> None:
         proc.kill()
         proc.wait(timeout=30)
     Store(root).gc(timeout=5)
+
+
+# --------------------------------------------------------------------------- name race
+
+
+def race_for_a_name(store_of: Callable[[], Store], monkeypatch: pytest.MonkeyPatch,
+                    ) -> tuple[list[str], list[BaseException]]:
+    """Two Checkpointers save ``name="final"`` at once: both pass the up-front check (it
+    is made to miss), then meet at a barrier just before their commits."""
+    monkeypatch.setattr(Store, "exists", lambda self, ckpt_id: False)
+    barrier = threading.Barrier(2, timeout=60)
+    commit = Store.commit
+
+    def commit_together(self: Store, *args: Any, **kwargs: Any) -> None:
+        barrier.wait()
+        commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "commit", commit_together)
+    won: list[str] = []
+    lost: list[BaseException] = []
+
+    def save(seed: int) -> None:
+        torch.manual_seed(seed)
+        ckpt = Checkpointer(store_of(), model=torch.nn.Linear(4, 4), rng=False)
+        try:
+            won.append(ckpt.save(name="final", wait=True).id)
+        except BaseException as err:
+            lost.append(err)
+        finally:
+            ckpt.close()
+
+    threads = [threading.Thread(target=save, args=(seed,)) for seed in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return won, lost
+
+
+def assert_one_won_friendly(won: list[str], lost: list[BaseException], url: str) -> None:
+    assert won == ["final"], lost
+    assert len(lost) == 1 and isinstance(lost[0], CheckpointExistsError), lost
+    message = str(lost[0])
+    assert message.startswith(f"a checkpoint named 'final' already exists in {url}")
+    assert "names are write-once" in message and "manifests/" not in message
+
+
+def test_the_loser_of_a_name_race_is_told_the_name_is_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "store"
+    Store(root).ensure_writable()
+    won, lost = race_for_a_name(lambda: Store(root), monkeypatch)
+    assert_one_won_friendly(won, lost, Store(root).url)
+
+
+def test_the_loser_of_a_name_race_on_s3_is_told_the_name_is_taken(
+        s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = s3_server.make_bucket("race")
+    s3_store(s3_server, bucket).ensure_writable()
+    won, lost = race_for_a_name(lambda: s3_store(s3_server, bucket), monkeypatch)
+    assert_one_won_friendly(won, lost, s3_server.url(bucket, "store"))

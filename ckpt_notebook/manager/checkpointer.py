@@ -29,7 +29,9 @@ from ..errors import BackgroundSaveError, CheckpointExistsError, RestoreError
 from ..storage import Store, VerifyProblem
 from ..storage.blobs import Known, TensorRef
 from ..types import CheckpointInfo, ObjectReport, RestoreReport, TensorData, utc_now, validate_name
+from .committing import commit_making_room, name_taken
 from .environment import clean_metrics, default_run_name, library_versions, notebook_path
+from .hostcopies import HostCopies, buffer_key, make_pool
 from .maintenance import (
     PruneReport,
     delete,
@@ -150,9 +152,7 @@ class Checkpointer:
         if name is not None:
             validate_name(name)
             if self.store.exists(name):
-                raise CheckpointExistsError(f"a checkpoint named {name!r} already exists in "
-                                            f"{self.store.url}; names are write-once, pick "
-                                            "another (e.g. add -v2)")
+                raise name_taken(name, self.store)
         cleaned = clean_metrics(metrics)
         sync = not self.async_save if wait is None else wait
         snaps = self._snapshot_all(copy=not sync)  # a synchronous save reads tensors in place
@@ -178,7 +178,7 @@ class Checkpointer:
 
     def _snapshot_all(self, *, copy: bool = True) -> list[capture.ObjectSnapshot]:
         if self._pool is None and self.host_copy:
-            self._pool = _make_pool()
+            self._pool = make_pool()
         # A synchronous save reads tensors in place; from the second save on (a Checkpointer
         # that saves once needs no copy) they are paired with host copies to compare with.
         mirror = not copy and bool(self._stamps)
@@ -207,10 +207,10 @@ class Checkpointer:
         # A host copy holds the bytes of a known blob: an async snapshot that found its
         # buffer already holding the tensor's bytes reuses that blob; a sync save compares
         # the tensor with its copy first, and refreshes every copy that did not match.
-        copies = _HostCopies()
+        copies = HostCopies()
         known: dict[int, Known] = {}
         for i, (key, t) in enumerate(entries):
-            digest = self._buffer_digests.get(_buffer_key(key, t))
+            digest = self._buffer_digests.get(buffer_key(key, t))
             if t.reused and digest:
                 known[i] = digest
             elif t.mirror is not None and digest:
@@ -224,9 +224,14 @@ class Checkpointer:
             if self.progress is not None:
                 self.progress(done[0], info.logical_bytes)
 
+        def attempt(again: bool) -> tuple[CheckpointInfo, list[TensorRef]]:
+            if again:  # after a full disk: hash every tensor (copies may have been refreshed)
+                done[0] = 0
+            return self._commit(info, snaps, tensors, first, {} if again else known, tick)
+
         try:
             try:
-                final, refs = self._commit(info, snaps, tensors, first, known, tick)
+                (final, refs), room = commit_making_room(store, info, attempt)
             finally:
                 unsure = copies.finish()
         except BaseException:
@@ -234,16 +239,25 @@ class Checkpointer:
             raise
         self.last = final
         self._stamps = {key: t.stamp for key, t in entries}
-        for (key, t), ref in zip(entries, refs, strict=True):
-            if t.reused is not None or t.mirror is not None:
-                if ref.key == "t" and key not in unsure:
-                    self._buffer_digests[_buffer_key(key, t)] = ref.blob
-                else:
-                    self._buffer_digests.pop(_buffer_key(key, t), None)
+        if room is None:
+            self._remember_buffers(entries, refs, unsure)
+        else:  # a second try: which bytes each host copy holds is not known
+            self.last_prune = room
+            self._buffer_digests.clear()
         policy = load_policy(store)
         if not policy.is_empty:  # retention runs only once the new checkpoint is committed
             self.last_prune = prune(store, policy=policy)
         return final
+
+    def _remember_buffers(self, entries: list[tuple[tuple[str, str], Any]],
+                          refs: list[TensorRef], unsure: set[tuple[str, str]]) -> None:
+        """Note which blob each host copy's bytes were stored as, for the next save."""
+        for (key, t), ref in zip(entries, refs, strict=True):
+            if t.reused is not None or t.mirror is not None:
+                if ref.key == "t" and key not in unsure:
+                    self._buffer_digests[buffer_key(key, t)] = ref.blob
+                else:
+                    self._buffer_digests.pop(buffer_key(key, t), None)
 
     def _commit(self, info: CheckpointInfo, snaps: list[capture.ObjectSnapshot],
                 tensors: list[TensorData], first: list[int], known: dict[int, Known],
@@ -261,7 +275,13 @@ class Checkpointer:
             new_bytes = sum(r.size for r in {r.digest: r for r in (*puts, *pickle_puts)
                                              if r.new}.values())
             final = replace(info, new_bytes=new_bytes, committed=True)
-            store.commit(final, objects=objects, blobs=blobs, library_versions=library_versions())
+            try:
+                store.commit(final, objects=objects, blobs=blobs,
+                             library_versions=library_versions())
+            except CheckpointExistsError as err:  # another save took the name meanwhile
+                if info.name is None:
+                    raise
+                raise name_taken(info.name, store) from err
         return final, refs
 
     # -- the training loop ---------------------------------------------------------------
@@ -546,51 +566,6 @@ def _manifest_objects(snaps: Sequence[capture.ObjectSnapshot], refs: Sequence[Te
         if pickles:
             objects[s.name]["pickles"] = pickles
     return objects
-
-
-class _HostCopies:
-    """Refreshes the host copies of a synchronous save on a thread of their own, so the
-    copying overlaps the store's hashing and writing."""
-
-    def __init__(self) -> None:
-        self._executor: ThreadPoolExecutor | None = None
-        self._copies: dict[tuple[str, str], Future[None]] = {}
-
-    def refresh(self, key: tuple[str, str], mirror: Any) -> None:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="ckpt-copy")
-        self._copies[key] = self._executor.submit(mirror.refresh)
-
-    def check(self, key: tuple[str, str], mirror: Any, digest: str) -> Callable[[], str | None]:
-        """For the store's hashing thread: ``digest`` if the tensor still matches its copy,
-        else None (hash it), and the copy is refreshed."""
-        def vouch() -> str | None:
-            if mirror.matches():
-                return digest
-            self.refresh(key, mirror)
-            return None
-        return vouch
-
-    def finish(self) -> set[tuple[str, str]]:
-        """Wait for every refresh; returns the keys whose copy may be stale or torn."""
-        if self._executor is None:
-            return set()
-        self._executor.shutdown(wait=True)
-        return {key for key, f in self._copies.items() if f.cancelled() or f.exception()}
-
-
-def _buffer_key(key: tuple[str, str], entry: Any) -> tuple[Any, ...]:
-    """Which pool buffer a tensor entry came from: the pool keeps one per path, dtype,
-    shape and kind of memory (pinned for GPU tensors)."""
-    return (*key, entry.data.dtype, entry.data.shape, entry.device)
-
-
-def _make_pool() -> Any:
-    if "torch" not in sys.modules:
-        return None
-    from ..capture.torch import BufferPool
-
-    return BufferPool()
 
 
 _LIVE: weakref.WeakSet[Checkpointer] = weakref.WeakSet()

@@ -30,6 +30,7 @@ from ..storage import Store
 from ..storage.backend import fsync_dir
 from ..storage.blobs import INLINE_LIMIT, PutResult
 from ..types import CheckpointInfo, utc_now, validate_name
+from .committing import name_taken
 from .environment import library_versions
 from .sources import (
     LFS_MAGIC,
@@ -49,8 +50,7 @@ _ARCHIVE_READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.err
 
 
 def _taken(name: str, dest: Store) -> CheckpointExistsError:
-    return CheckpointExistsError(f"a checkpoint named {name!r} already exists in {dest.url}; "
-                                 "names are write-once: pick another (e.g. add -v2)")
+    return name_taken(name, dest)  # the words a Checkpointer's save uses too
 
 
 def copy(src: str | os.PathLike[str], name: str, *, to: str | Store | None = None,
