@@ -374,6 +374,21 @@ def test_repair_removes_quarantined_files_older_than_a_week(tmp_path: Path) -> N
     assert repair(root).quarantine_removed == 1 and not kept.exists()
 
 
+def test_gc_removes_quarantined_files_older_than_a_week(tmp_path: Path) -> None:
+    from ckpt_notebook.manager.repair import repair
+
+    root, mirror, _infos, damage = damaged_pair(tmp_path)
+    repair(root, source=str(mirror))
+    kept = root / "quarantine" / damage["frozen"]
+    assert Store(root).gc().quarantine_removed == 0 and kept.exists()
+    old = time.time() - 8 * 24 * 3600
+    os.utime(kept, (old, old))
+    assert Store(root).gc(dry_run=True).quarantine_removed == 1 and kept.exists()
+    report = Store(root).gc()
+    assert report.quarantine_removed == 1 and not kept.exists()
+    assert "1 old quarantined blob" in str(report)
+
+
 def test_repair_on_s3_from_a_local_mirror(s3_server: S3Server, tmp_path: Path) -> None:
     from ckpt_notebook.manager.repair import repair
 

@@ -412,13 +412,15 @@ def test_copy_folder_to_s3_then_recopy_moves_only_the_manifest(faulty_s3: Faulty
     mark = len(faulty_s3.log)
     again = copy(folder, "v2", to=store)
     assert again.new_bytes == 0
-    assert writes(faulty_s3, mark) == [f"/{bucket}/store/manifests/v2.json"]
+    commit = [f"/{bucket}/store/manifests/v2.json", f"/{bucket}/store/commits/v2"]
+    assert writes(faulty_s3, mark) == commit  # the manifest and its commit record
 
     # again with no hash cache: every file is read and hashed, still nothing but the manifest
     mark = len(faulty_s3.log)
     cold = copy(folder, "v3", to=store, hash_cache=HashCache(tmp_path / "cold.sqlite3"))
     assert cold.new_bytes == 0
-    assert writes(faulty_s3, mark) == [f"/{bucket}/store/manifests/v3.json"]
+    assert writes(faulty_s3, mark) == [f"/{bucket}/store/manifests/v3.json",
+                                       f"/{bucket}/store/commits/v3"]
 
     # one file changed: its blob and the manifest travel
     changed = make_folder(folder, {"config.json": b'{"layers": 8}'})
@@ -426,8 +428,8 @@ def test_copy_folder_to_s3_then_recopy_moves_only_the_manifest(faulty_s3: Faulty
     third = copy(changed, "v4", to=store)
     assert third.new_bytes == len(b'{"layers": 8}')
     sent = writes(faulty_s3, mark)
-    assert len(sent) == 2 and sent[-1].endswith("/manifests/v4.json")
-    assert "/blobs/" in sent[0]
+    assert len(sent) == 3 and sent[-2].endswith("/manifests/v4.json")
+    assert "/blobs/" in sent[0] and sent[-1].endswith("/commits/v4")
 
     out = materialize("v1", tmp_path / "out", store=store)
     assert folder_files(out) == FILES

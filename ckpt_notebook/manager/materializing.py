@@ -27,7 +27,7 @@ import blake3
 
 from ..errors import CkptError, IntegrityError
 from ..storage import Store, tensorfile
-from ..storage.blobs import INLINE_LIMIT, blob_path, hash_chunks
+from ..storage.blobs import INLINE_LIMIT, hash_chunks
 from ..storage.store import writer_alive
 from ..types import format_bytes
 from .refs import resolve_ref
@@ -179,20 +179,10 @@ def _write_files(s: Store, doc: dict[str, Any], out: Path,
 
 def _stream_blob(s: Store, digest: str, size: int, target: Path, where: str,
                  meter: Meter) -> None:
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    count = 0
-    try:
-        with s.backend.open_read(blob_path(digest)) as src, open(target, "xb") as f:
-            while chunk := src.read(CHUNK):
-                hasher.update(chunk)
-                f.write(chunk)
-                count += len(chunk)
-                meter.add(len(chunk))
-    except FileNotFoundError as err:
-        raise IntegrityError(f"{where}: blob {digest[:16]} is missing from the store") from err
-    if count != size or hasher.hexdigest() != digest:
-        raise IntegrityError(f"{where}: blob {digest[:16]} is corrupt (its bytes do not match "
-                             "its BLAKE3 hash)")
+    """A large file, verified as it streams; a bad blob is quarantined (the caller removes
+    the staging folder that holds the partial file)."""
+    with open(target, "xb") as f:
+        s.blobs.stream_into(digest, size, f, where=where, progress=meter.add)
 
 
 def _write_state(s: Store, doc: dict[str, Any], out: Path) -> dict[str, str]:

@@ -39,7 +39,7 @@ from ..errors import (
     StoreError,
 )
 from ..types import CheckpointInfo, format_bytes, utc_now
-from . import locks
+from . import locks, quarantine
 from . import manifest as manifest_format
 from .backend import Backend, open_backend
 from .blobs import BlobStore, blob_path, hash_chunks
@@ -103,6 +103,7 @@ class GcReport:
     temp_removed: int = 0
     locks_removed: int = 0  # lock objects of holders that died (object stores)
     uploads_aborted: int = 0  # incomplete multipart uploads dead writers left (S3)
+    quarantine_removed: int = 0  # bad blobs quarantined over a week ago
     blobs_kept: int = 0
     removed: list[str] = field(default_factory=list)
     dry_run: bool = False
@@ -113,9 +114,11 @@ class GcReport:
         aborted = "would be aborted" if self.dry_run else "aborted"
         uploads = (f", {_count(self.uploads_aborted, 'incomplete upload')} {aborted}"
                    if self.uploads_aborted else "")
+        bad = (f", {_count(self.quarantine_removed, 'old quarantined blob')}"
+               if self.quarantine_removed else "")
         return (f"{verb} {_count(self.blobs_removed, 'unreferenced blob')} "
                 f"({format_bytes(self.bytes_freed)}) and {_count(self.temp_removed, 'temp file')}"
-                f"{locks}{uploads}; {_count(self.blobs_kept, 'blob')} in use")
+                f"{locks}{uploads}{bad}; {_count(self.blobs_kept, 'blob')} in use")
 
 
 def _count(n: int, noun: str) -> str:
@@ -354,7 +357,8 @@ class Store:
         return problems
 
     def gc(self, *, dry_run: bool = False, timeout: float = 30.0) -> GcReport:
-        """Remove unreferenced blobs and leftover temp files, and on object stores the lock
+        """Remove unreferenced blobs, leftover temp files and blobs quarantined over a week
+        ago, and on object stores the lock
         objects and incomplete uploads of writers that died (holds the store exclusively,
         waiting up to ``timeout`` seconds for it)."""
         report = GcReport(dry_run=dry_run)
@@ -372,6 +376,7 @@ class Store:
                 if not dry_run:
                     self.backend.remove(rel)
             report.temp_removed = self._clean_tmp(dry_run=dry_run)
+            report.quarantine_removed = quarantine.clean(self.backend, dry_run=dry_run)
             if not self.backend.is_local:
                 report.locks_removed = locks.remove_stale(self.backend, dry_run=dry_run)
                 report.uploads_aborted = locks.abort_abandoned_uploads(
