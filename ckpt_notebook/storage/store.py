@@ -328,6 +328,12 @@ class Store:
             refs.update(doc["blobs"])
         return refs
 
+    def unreferenced_blobs(self, stored: dict[str, str] | None = None) -> dict[str, str]:
+        """The blobs no manifest names (digest -> path): what the next :meth:`gc` removes."""
+        stored = self.blobs.all_digests() if stored is None else stored
+        refs = self.referenced_blobs()
+        return {d: rel for d, rel in stored.items() if d not in refs}
+
     def verify_all(self) -> list[VerifyProblem | StoreProblem]:
         """:meth:`audit` plus :meth:`verify` of every checkpoint (shared blobs hashed once)."""
         problems: list[VerifyProblem | StoreProblem] = [*self.audit()]
@@ -365,11 +371,10 @@ class Store:
         if not self.backend.exists(""):
             return report  # nothing to collect; do not create the folder
         with self.lock(exclusive=True, timeout=timeout):
-            refs = self.referenced_blobs()
-            for digest, rel in self.blobs.all_digests().items():
-                if digest in refs:
-                    report.blobs_kept += 1
-                    continue
+            stored = self.blobs.all_digests()
+            unreferenced = self.unreferenced_blobs(stored)
+            report.blobs_kept = len(stored) - len(unreferenced)
+            for digest, rel in unreferenced.items():
                 report.bytes_freed += self.backend.size(rel)
                 report.blobs_removed += 1
                 report.removed.append(digest)

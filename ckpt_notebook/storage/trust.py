@@ -45,6 +45,9 @@ _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _TAIL = re.compile(rb'"' + DIGEST_KEY.encode() + rb'":"([0-9a-f]{64})"}\Z')
 _ZEROS = b"0" * 64
+_SEAL_HEAD = b'"' + DIGEST_KEY.encode() + b'":"'
+_SEAL_LEN = len(_SEAL_HEAD) + 64 + 2
+_HEX = frozenset(b"0123456789abcdef")
 
 
 def is_digest(text: object) -> bool:
@@ -119,8 +122,9 @@ def unseal(raw: bytes, *, where: str, required: bool = False) -> Any:
             raise IntegrityError(f"{where} is corrupt: its bytes do not match its "
                                  f"{DIGEST_KEY}; restore it from a copy, or remove it "
                                  "(`ckpt verify --all` lists what it affects)")
-    elif required:
-        raise IntegrityError(f"{where} is corrupt: it has lost its {DIGEST_KEY} seal")
+    elif required or _damaged_seal(raw[-_SEAL_LEN:]):
+        raise IntegrityError(f"{where} is corrupt: its {DIGEST_KEY} seal is damaged or "
+                             "missing; restore it from a copy, or remove it")
     try:
         doc = json.loads(raw)
     except ValueError as err:
@@ -128,6 +132,18 @@ def unseal(raw: bytes, *, where: str, required: bool = False) -> Any:
     if isinstance(doc, dict):
         doc.pop(DIGEST_KEY, None)
     return doc
+
+
+def _damaged_seal(tail: bytes) -> bool:
+    """Whether the file's end is a seal with a byte or two changed (a flip in the key's name
+    or the digest's text), rather than the end of a file written before seals."""
+    if len(tail) != _SEAL_LEN:
+        return False
+    head, hexes, end = tail[:len(_SEAL_HEAD)], tail[len(_SEAL_HEAD):-2], tail[-2:]
+    changed = (sum(a != b for a, b in zip(head, _SEAL_HEAD, strict=True))
+               + sum(c not in _HEX for c in hexes) + sum(a != b for a, b in zip(end, b'"}',
+                                                                              strict=True)))
+    return 0 < changed <= 2
 
 
 def show_value(value: object, limit: int = 80) -> str:
