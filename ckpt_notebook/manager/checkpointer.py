@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import capture, retention
 from ..errors import BackgroundSaveError, CheckpointExistsError, RestoreError
-from ..storage import Store, VerifyProblem
+from ..storage import Store, StoreProblem, VerifyProblem
 from ..storage.blobs import Known, TensorRef
 from ..types import CheckpointInfo, ObjectReport, RestoreReport, TensorData, utc_now, validate_name
 from .committing import commit_making_room, name_taken
@@ -43,7 +43,7 @@ from .maintenance import (
     unpin,
 )
 from .reading import export_weights, read_states, refuse_pickles, split_for_modules
-from .refs import is_weights_file, new_id, read_url_bytes, resolve_ref
+from .refs import names_weights_file, new_id, read_url_bytes, resolve_ref
 from .restoring import DirectReads, direct_reads, verify_blobs
 from .training import History, Schedule
 
@@ -406,7 +406,7 @@ class Checkpointer:
         also be a path or URL of a plain ``.safetensors`` / ``.pt`` state dict.
         """
         self.wait()
-        if is_weights_file(ref):
+        if names_weights_file(self.store, ref):
             return self._restore_weights_file(ref, strict=strict)
         info = resolve_ref(self.store, ref)
         doc = self.store.manifest(info.id)
@@ -415,7 +415,8 @@ class Checkpointer:
         refuse_pickles(info.id, saved, plan, allow_pickle)
         direct = direct_reads(info.id, saved, plan, self.objects)
         states = read_states(self.store, info.id, saved, plan,
-                             placeholders={n: set(d.paths) for n, d in direct.items()})
+                             placeholders={n: set(d.paths) for n, d in direct.items()},
+                             allow_pickle=allow_pickle)
         verify_blobs(self.store.blobs, [item for d in direct.values() for item in d.blobs])
         reports = self._check_all(saved, states, strict)
         self._load_all(saved, states, strict, direct)
@@ -515,12 +516,13 @@ class Checkpointer:
         return RestoreReport(info, reports, rng_note="weights file: no RNG state")
 
     # -- maintenance ---------------------------------------------------------------------
-    def verify(self, ref: str | None = None) -> list[VerifyProblem]:
-        """Re-hash the blobs of one checkpoint (or all, with ``ref=None``)."""
+    def verify(self, ref: str | None = None) -> list[VerifyProblem | StoreProblem]:
+        """Check one checkpoint's manifest and re-hash its blobs; with ``ref=None``, every
+        checkpoint and the store's own files too (see ``Store.verify_all``)."""
         self.wait()
-        ids = [resolve_ref(self.store, ref).id] if ref else [i.id for i in self.store.list()]
-        seen: dict[str, str | None] = {}
-        return [p for i in ids for p in self.store.verify(i, seen=seen)]
+        if not ref:
+            return self.store.verify_all()
+        return [*self.store.verify(resolve_ref(self.store, ref).id)]
 
     def gc(self) -> Any:
         """Remove unreferenced blobs and leftover temp files."""
