@@ -194,8 +194,12 @@ def test_a_manifest_whose_id_leads_outside_touches_nothing_outside(
                                            created="2999-01-01T00:00:00.000000+00:00"))
     answers = _run_all(place, "evil", tmp_path)
     assert place.outside() == before
-    for verb in ("pin", "unpin", "delete", "use", "materialize", "copy", "export", "restore"):
+    for verb in ("pin", "unpin", "use", "materialize", "copy", "export", "restore"):
         assert "evil.json" in answers[verb] and "crafted" in answers[verb], (verb, answers)
+    assert answers["delete"] == "ok"  # with force: it removes the crafted file, and only it
+    assert place.store().unreadable() == []
+    _plant(place, "evil", _with_checkpoint(genuine["doc"], id=OUTSIDE,
+                                           created="2999-01-01T00:00:00.000000+00:00"))
     # a save that auto-prunes (keep_last=1) prunes the genuine one and collects its blobs
     ck = place.checkpointer(model=_model(2), keep_last=1)
     ck.save(step=2, wait=True)

@@ -81,9 +81,7 @@ def check_id(text: object, *, where: str) -> str:
 def check_relpath(text: object, *, where: str) -> str:
     """A relative file path inside a checkpoint: ``/``-separated, no empty, ``.`` or ``..``
     part, no backslash, drive or NUL; it can only name something below the folder."""
-    if (not isinstance(text, str) or not text or text.startswith("/") or "\\" in text
-            or "\x00" in text or (len(text) > 1 and text[1] == ":")
-            or any(part in ("", ".", "..") for part in text.split("/"))):
+    if not isinstance(text, str) or not text or _escapes(text) or text[1:2] == ":":
         raise UnsafePathError(f"{where}: refusing file path {show_value(text)}: it could lead "
                               "outside the folder it is written to")
     return text
@@ -93,11 +91,17 @@ def store_path(root: str, rel: str) -> str:
     """``root/rel``, refusing any ``rel`` that could name something outside ``root``."""
     if not rel:
         return root
-    if (rel.startswith("/") or "\\" in rel or "\x00" in rel
-            or any(part in ("", ".", "..") for part in rel.split("/"))):
+    if _escapes(rel):
         raise UnsafePathError(f"refusing store path {rel!r}: it leads outside the store "
                               f"{root!r}; the store is damaged or was crafted")
     return f"{root}/{rel}"
+
+
+def _escapes(rel: str) -> bool:
+    """Whether a ``/``-separated relative path could name anything but a file below its
+    folder: absolute, an empty, ``.`` or ``..`` part, a backslash or a NUL."""
+    return (rel.startswith("/") or "\\" in rel or "\x00" in rel
+            or any(part in ("", ".", "..") for part in rel.split("/")))
 
 
 def seal(doc: dict[str, Any], *, indent: int | None = None) -> bytes:
