@@ -13,8 +13,9 @@ Measurements (medians over rounds):
                        every widget; no server, no browser
 ``page_html``          ``GET /`` from a running ``ckpt dashboard`` (the server builds the page's
                        session: model and views)
-``first_view``         Debian's chromium (Playwright): from navigation to the first table row
-                       on screen, in a fresh browser context (empty cache) - the target
+``first_view``         Debian's chromium (Playwright): from navigating to the printed URL (the
+                       token's login page, then the page) to the first table row on screen,
+                       in a fresh browser context (empty cache) - the target
 ``first_view_cached``  the same page again in the same context (scripts cached; info)
 ``live_update``        a checkpoint committed by another writer -> its row on screen in the
                        open, settled page, no reload (watchfiles)
@@ -101,9 +102,9 @@ class Server:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
-            found = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+            found = re.search(r"at ((http://127\.0\.0\.1:\d+/)\?token=(\S+))", line)
             if found and not self.url:
-                self.url = found.group(1)
+                self.url, self.base, self.token = found.groups()  # url: with its token
                 self.ready.set()
 
     def stop(self) -> None:
@@ -114,8 +115,9 @@ class Server:
             self.proc.kill()
 
 
-def _get(url: str) -> None:
-    with urllib.request.urlopen(url, timeout=60) as response:
+def _get(url: str, token: str) -> None:
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
         response.read()
 
 
@@ -187,7 +189,8 @@ def _measure(root: Path, count: int, options: Options, machine: dict[str, Any],
     options.log("starting ckpt dashboard")
     server = Server(root)
     try:
-        timings["page_html"] = measure(lambda: _get(server.url), options.repeats)
+        timings["page_html"] = measure(lambda: _get(server.base, server.token),
+                                          options.repeats)
         options.log("timing the first view in chromium")
         browser, note = browser_timings(server, root, options.repeats)
         timings.update(browser)

@@ -518,12 +518,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="change nothing; report what a "
                    "repair would fix")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = add("dashboard", cmd_dashboard, "serve the dashboard on 127.0.0.1 (Ctrl-C stops it)")
+    p = add("dashboard", cmd_dashboard, "serve the dashboard on 127.0.0.1 (Ctrl-C stops it); "
+            "every request needs the token in the URL it prints")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     p.add_argument("--address", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; anything else is reachable "
                         "from other machines, and is said so)")
     p.add_argument("--show", action="store_true", help="open it in a browser")
+    from .ui.dashboard.access import add_token_arguments
+
+    add_token_arguments(p)
     return parser
 
 

@@ -76,7 +76,8 @@ def make_store(root: Path) -> list[str]:
 
 
 class Server:
-    """``python -m ckpt_notebook.ui.dashboard.app --store STORE`` with its output collected."""
+    """``python -m ckpt_notebook.ui.dashboard.app --store STORE`` with its output collected;
+    ``url`` is the URL it printed, with its token; ``origin`` the same without."""
 
     def __init__(self, store: Path) -> None:
         self.lines: list[str] = []
@@ -94,9 +95,9 @@ class Server:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
-            found = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+            found = re.search(r"at ((http://127\.0\.0\.1:\d+)/\?token=\S+)", line)
             if found and not self.url:
-                self.url = found.group(1)
+                self.url, self.origin = found.group(1), found.group(2)
                 self.url_seen.set()
 
     def stop(self) -> None:
@@ -134,6 +135,7 @@ def page(server: Server) -> Iterator[Any]:
         pg.on("request", lambda r: pg.requested.append(r.url))
         pg.on("pageerror", lambda e: pg.errors.append(str(e)))
         pg.goto(server.url)
+        pg.wait_for_url(f"{server.origin}/")  # the token left the address bar for a cookie
         yield pg
         browser.close()
 
@@ -152,9 +154,8 @@ def test_rows_plot_and_offline_resources(page: Any, server: Server,
     assert "prunable" in row(page, ids[0]).inner_text()
     page.locator("canvas").first.wait_for()  # the metric plot (Bokeh draws on a canvas)
     page.get_by_text("prunable now:").wait_for()  # the storage summary, loaded after
-    origin = server.url.rstrip("/")
     outside = [u for u in page.requested
-               if not u.startswith((origin, "ws://127.0.0.1", "blob:", "data:"))]
+               if not u.startswith((server.origin, "ws://127.0.0.1", "blob:", "data:"))]
     assert outside == [], "the page must work offline"
     assert page.errors == []
 
@@ -245,9 +246,35 @@ def test_verify_and_delete_with_confirmation(page: Any, store: tuple[Path, list[
     assert row(page, ids[0]).count() == 1  # nothing happens before the confirmation
     page.get_by_role("button", name="Yes, delete").click()
     row(page, ids[0]).wait_for(state="detached")
+    # a named checkpoint: refused until "force" is ticked, as `ckpt delete --force`
     row(page, "baseline-v1").click()
     page.get_by_text("(named baseline-v1)").wait_for()
-    playwright_sync.expect(page.get_by_role("button", name="Delete...")).to_be_disabled()
+    page.get_by_role("button", name="Delete...").click()
+    page.get_by_text("tick force to delete it anyway").wait_for()
+    page.get_by_role("button", name="Yes, delete").click()
+    page.locator(".notyf__toast", has_text="immutable").first.wait_for()
+    assert row(page, "baseline-v1").count() == 1
+    page.locator(".bk-Checkbox", has_text="force (named or pinned)").locator("input").check()
+    page.get_by_role("button", name="Yes, delete").click()
+    row(page, "baseline-v1").wait_for(state="detached")
+
+
+def test_the_page_needs_its_token(page: Any, server: Server) -> None:
+    """A browser without the cookie (another local user's) that has the address but not the
+    token: refused; the token URL followed from another page (a cross-site start, where a
+    SameSite=Strict cookie set by an HTTP redirect would not be sent on) still logs in."""
+    context = page.context.browser.new_context()  # no cookies
+    try:
+        pg = context.new_page()
+        response = pg.goto(f"{server.origin}/")
+        assert response is not None and response.status == 403
+        assert "needs its token" in pg.content()
+        pg.set_content(f"<a id=go href='{server.url}'>dashboard</a>")  # about:blank
+        pg.click("#go")
+        pg.wait_for_url(f"{server.origin}/")
+        pg.locator(".tabulator-row").first.wait_for(timeout=WAIT_MS)
+    finally:
+        context.close()
 
 
 def test_a_save_from_another_process_appears_live(page: Any, store: tuple[Path, list[str]],

@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -434,16 +435,21 @@ def test_serve_binds_loopback_and_serves_the_page(store: Path,
     server = app.serve(str(store), port=port, threaded=True)
     try:
         out = capsys.readouterr()
-        assert f"at http://127.0.0.1:{port}/" in out.out and "WARNING" not in out.err
-        body = wait_until(lambda: _get(f"http://127.0.0.1:{port}/"), timeout=60)
-        assert body and "ckpt dashboard" in body
+        assert f"at {server.url} " in out.out and "WARNING" not in out.err
+        assert server.url.startswith(f"http://127.0.0.1:{port}/?token=")
+        assert _get(f"http://127.0.0.1:{port}/") is None  # 403 without the token
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        assert _get(server.url, browser)  # sets the cookie
+        body = _get(f"http://127.0.0.1:{port}/", browser)
+        assert body and "ckpt dashboard" in body and "bokeh" in body
     finally:
         server.stop()
+    assert not server.is_alive()
 
 
-def _get(url: str) -> str | None:
+def _get(url: str, opener: urllib.request.OpenerDirector | None = None) -> str | None:
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with (opener or urllib.request.build_opener()).open(url, timeout=30) as response:
             return response.read().decode()
     except OSError:
         return None
@@ -456,11 +462,21 @@ def test_other_addresses_warn(store: Path, capsys: pytest.CaptureFixture[str],
     from ckpt_notebook.ui.dashboard import app
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(pn, "serve", lambda *a, **k: calls.append(k) or "server")
-    assert app.serve(str(store), port=5999, address="0.0.0.0", threaded=True) == "server"
+    gated: list[Any] = []
+
+    class Fake:  # a Bokeh server that takes no requests
+        _tornado = SimpleNamespace(add_handlers=lambda *a: gated.append(a))
+        io_loop = SimpleNamespace(start=lambda: None)
+
+        def start(self) -> None:
+            pass
+    monkeypatch.setattr(pn, "serve", lambda *a, **k: calls.append(k) or Fake())
+    thread = app.serve(str(store), port=5999, address="0.0.0.0", threaded=True)
+    thread.join(10)
     err = capsys.readouterr().err
-    assert "WARNING" in err and "0.0.0.0" in err and "no login" in err
+    assert "WARNING" in err and "0.0.0.0" in err and "other machines" in err
     assert calls[0]["address"] == "0.0.0.0" and "localhost:5999" in calls[0]["websocket_origin"]
+    assert calls[0]["start"] is False and calls[0]["show"] is False and len(gated) == 1
     assert app.is_loopback("127.0.0.1") and app.is_loopback("::1")
     assert app.is_loopback("localhost") and not app.is_loopback("0.0.0.0")
     assert app._origins("127.0.0.1", 80) == ["127.0.0.1:80", "localhost:80"]
@@ -472,7 +488,9 @@ def test_main_options(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
     monkeypatch.setattr(app, "serve", lambda store, **kw: seen.update(store=store, **kw))
     assert app.main(["--store", "s3://b/p", "--port", "8123", "--show"]) == 0
+    token = seen.pop("token")
     assert seen == {"store": "s3://b/p", "port": 8123, "address": "127.0.0.1", "show": True}
+    assert isinstance(token, str) and len(token) >= 40
 
 
 def test_inline_returns_a_panel(store: Path) -> None:

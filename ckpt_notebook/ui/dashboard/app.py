@@ -1,13 +1,16 @@
 """Serving the dashboard: ``ckpt dashboard`` (:func:`main`, :func:`serve`), inline in a
 notebook (:func:`inline`), and the live updates both get from :class:`StoreWatcher`.
 
-The server binds to 127.0.0.1 unless told otherwise, and warns when told otherwise: the
-page can pin, delete and prune, and has no login of its own.
+The server binds to 127.0.0.1 unless told otherwise, and warns when told otherwise. Every
+request needs the token printed in the URL and a Host and Origin of this server
+(:mod:`.access`): the page can pin, copy, delete and prune, and 127.0.0.1 is reachable by every
+local user. The standalone server writes nothing more open than the store's folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import ipaddress
@@ -15,15 +18,17 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Collection
 from typing import Any
 
 from ...storage import Store
-from .model import DashboardModel
+from . import access
+from .model import DashboardModel, store_mode
 
-__all__ = ["StoreWatcher", "build", "inline", "main", "serve"]
+__all__ = ["ServerThread", "StoreWatcher", "build", "inline", "main", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +211,9 @@ def free_port(address: str = LOOPBACK) -> int:
 
 
 def _origins(address: str, port: int) -> list[str]:
-    """Where pages may open the websocket from: this host by the names it is reached by."""
+    """The ``host:port`` names this server may be addressed by (the Host header) and pages
+    may come from (Origin): 127.0.0.1 and localhost, the bound address, and - only when bound
+    to a non-loopback address, where other machines reach it - this machine's names."""
     hosts = {"localhost", "127.0.0.1", address}
     if not is_loopback(address):
         name = socket.gethostname()
@@ -218,44 +225,163 @@ def _origins(address: str, port: int) -> list[str]:
                   if h not in ("0.0.0.0", "[::]", ""))  # noqa: S104
 
 
-def _url(address: str, port: int) -> str:
+def _base_url(address: str, port: int) -> str:
     if address in ("0.0.0.0", "::", ""):  # noqa: S104 - naming it, not binding it
-        return f"http://{socket.gethostname()}:{port}/ (bound to all addresses)"
+        return f"http://{socket.gethostname()}:{port}/"
     host = f"[{address}]" if ":" in address else address
     return f"http://{host}:{port}/"
+
+
+def _warn(address: str, port: int, token: str | None) -> None:
+    if token is None:
+        print(f"WARNING: serving without a token (--no-token): every user of this machine "
+              f"who can open port {port} can see this store and pin, copy, delete and prune "
+              "its checkpoints. Leave --no-token out unless every local user is trusted.",
+              file=sys.stderr, flush=True)
+    if not is_loopback(address):
+        print(f"WARNING: the dashboard is bound to {address}, not {LOOPBACK}: other machines "
+              f"can reach port {port}, and the token travels there as plain http. Use "
+              f"--address {LOOPBACK} (the default) unless you mean it.", file=sys.stderr,
+              flush=True)
+
+
+def _restrict_umask(store: Store) -> None:
+    """Files this process writes are no more open than the store's folder: a store others
+    cannot read (0o700, 0o750) gets no group/world-readable pins, requests or copies."""
+    mode = store_mode(store)
+    if mode is not None:
+        current = os.umask(0o077)
+        os.umask(current | (0o077 & ~mode))
+
+
+def _open_browser(url: str, token: str | None) -> None:
+    """Open ``url`` without putting the token on a command line other users can read (as
+    Jupyter does): the browser opens a private file that goes on to the URL."""
+    import webbrowser
+
+    if token is None:
+        webbrowser.open(url)
+        return
+    fd, path = tempfile.mkstemp(prefix="ckpt-dashboard-", suffix=".html")  # mode 0o600
+    with os.fdopen(fd, "w") as f:
+        f.write(_redirect_page(url))
+    atexit.register(_remove, path)
+    webbrowser.open(f"file://{path}")
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _redirect_page(url: str) -> str:
+    import html
+    import json
+
+    return (f"<!doctype html><meta http-equiv='refresh' content='0;url={html.escape(url)}'>"
+            f"<script>location.replace({json.dumps(url)})</script>\n")
+
+
+class ServerThread(threading.Thread):
+    """A served dashboard on its own thread and event loop (``serve(threaded=True)``); the
+    gate is in place before the loop takes its first request. ``url`` carries the token."""
+
+    def __init__(self, make: Callable[[], Any], url: str, on_stop: Callable[[], None],
+                 ) -> None:
+        super().__init__(daemon=True, name="ckpt-dashboard-server")
+        self._make, self.url, self._on_stop = make, url, on_stop
+        self.server: Any = None
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        import asyncio
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            self.server = self._make()
+            self.server.start()
+        except BaseException as err:  # handed to the thread that called serve()
+            self.error = err
+            return
+        finally:
+            self.ready.set()
+        try:
+            self.server.io_loop.start()
+        finally:
+            self._on_stop()
+
+    def stop(self) -> None:
+        server = self.server
+        if server is None or not self.is_alive():
+            return
+
+        def shutdown() -> None:
+            server.stop()
+            server.io_loop.stop()
+        server.io_loop.add_callback(shutdown)
+        self.join(10)
 
 
 def serve(store: str | Store | None = None, port: int = 0, address: str = LOOPBACK,
           show: bool = False, *, threaded: bool = False,
           websocket_origin: list[str] | None = None, poll_interval: float = POLL_INTERVAL_S,
-          verbose: bool = True) -> Any:
+          verbose: bool = True, token: str | bool = True) -> Any:
     """Serve the dashboard for ``store`` on ``address:port`` (``port=0``: a free one).
 
-    Blocks until interrupted unless ``threaded``; returns the Panel server (or its thread,
-    which has ``stop()``). Prints the URL; warns when bound to a non-loopback address.
+    ``token``: ``True`` a new random one (the default), a string that one, ``False`` none
+    (warned about); every request needs it (see :mod:`.access`). ``websocket_origin``: the
+    ``host:port`` names requests may address and come from (default: :func:`_origins`).
+    Blocks until interrupted unless ``threaded``; then returns a :class:`ServerThread`
+    (``url``, ``stop()``). Prints the URL with the token; warns when bound to a non-loopback
+    address or served without a token.
     """
     import panel as pn
 
     store = store if isinstance(store, Store) else Store(store)
     port = port or free_port(address)
-    if not is_loopback(address):
-        print(f"WARNING: the dashboard is bound to {address}, not {LOOPBACK}: anyone who can "
-              f"reach this machine on port {port} can see this store and pin, copy, delete "
-              "and prune its checkpoints; it has no login. Use --address 127.0.0.1 (the "
-              "default) unless you mean it.", file=sys.stderr, flush=True)
+    if isinstance(token, str) and not token.strip():
+        raise ValueError("the dashboard token is empty; pass one, or token=False to serve "
+                         "without one")
+    secret = access.new_token() if token is True else (token or None)
+    hosts = websocket_origin or _origins(address, port)
+    rules = access.Access.for_server(secret, hosts, port)
+    url = rules.url(_base_url(address, port))
+    _warn(address, port, secret)
     watcher = StoreWatcher(store, poll_interval)
     _extension()
     _warm_up(store)
     watcher.start()  # before the first page, so that its first scan finds no one to tell
-    server = pn.serve({"/": lambda: build(store, watcher=watcher)}, port=port,
-                      address=address, show=show, start=threaded, threaded=threaded,
-                      websocket_origin=websocket_origin or _origins(address, port),
-                      title="ckpt dashboard", verbose=False)
-    if verbose:
-        print(f"ckpt dashboard: serving {store.url} at {_url(address, port)} "
-              "(Ctrl-C stops it)", flush=True)
-    if threaded:
+
+    def make() -> Any:
+        server = pn.serve({"/": lambda: build(store, watcher=watcher)}, port=port,
+                          address=address, show=False, start=False, threaded=False,
+                          websocket_origin=hosts, title="ckpt dashboard", verbose=False)
+        # Bokeh's Server has no public handle on its tornado Application; the gate needs it.
+        access.gate(server._tornado, rules)
         return server
+
+    def announce() -> None:
+        if verbose:
+            where = " (bound to all addresses)" if address in ("0.0.0.0", "::", "") else ""  # noqa: S104
+            print(f"ckpt dashboard: serving {store.url} at {url}{where} (Ctrl-C stops it)",
+                  flush=True)
+        if show:
+            _open_browser(url, secret)
+
+    if threaded:
+        thread = ServerThread(make, url, watcher.stop)
+        thread.start()
+        thread.ready.wait()
+        if thread.error is not None:
+            watcher.stop()
+            raise thread.error
+        announce()
+        return thread
+    _restrict_umask(store)
+    server = make()
+    announce()
     server.start()
     try:
         server.io_loop.start()
@@ -265,7 +391,8 @@ def serve(store: str | Store | None = None, port: int = 0, address: str = LOOPBA
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``ckpt dashboard [--store URL] [--port N] [--address ADDR] [--show]``."""
+    """``ckpt dashboard [--store URL] [--port N] [--address ADDR] [--show] [--token T |
+    --no-token]``."""
     parser = argparse.ArgumentParser(prog="ckpt dashboard",
                                      description="Serve the checkpoint dashboard.")
     add_arguments(parser)
@@ -282,6 +409,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"address to bind (default {LOOPBACK}; anything else is "
                              "reachable from other machines)")
     parser.add_argument("--show", action="store_true", help="open it in a browser")
+    access.add_token_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -289,7 +417,9 @@ def run(args: argparse.Namespace) -> int:
     from ...errors import CkptError
 
     try:
-        serve(args.store, port=args.port, address=args.address, show=args.show)
+        token = access.token_from_args(args)
+        serve(args.store, port=args.port, address=args.address, show=args.show,
+              token=token or False)
     except KeyboardInterrupt:
         return 0
     except OSError as err:
@@ -299,7 +429,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"ckpt dashboard: {err}", file=sys.stderr)
         return 1
-    except CkptError as err:
+    except (CkptError, ValueError) as err:
         print(f"ckpt dashboard: {err}", file=sys.stderr)
         return 1
     return 0

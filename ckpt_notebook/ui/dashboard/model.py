@@ -7,9 +7,12 @@ page shows a notification, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +26,7 @@ from ...storage import Store
 from ...types import CheckpointInfo, format_bytes
 from ..render import short_time
 
-__all__ = ["DashboardModel", "Outcome"]
+__all__ = ["DashboardModel", "Outcome", "private_destination", "store_mode"]
 
 _created_text = functools.lru_cache(maxsize=1 << 16)(short_time)  # rows() of 2,000: 80 ms less
 
@@ -195,10 +198,14 @@ class DashboardModel(param.Parameterized):
 
     def copy(self, ckpt_id: str, name: str, to: str = "",
              progress: Callable[[int, int], None] | None = None) -> Outcome:
+        """Copy to a named checkpoint here or in the store ``to``; a local ``to`` ends up no
+        more open to other users than this store's folder (see :func:`private_destination`)."""
         def run() -> str:
-            info = copy_checkpoint(ckpt_id, name.strip(), to=to.strip() or None,
-                                   store=self.store, progress=progress)
-            where = to.strip() or self.store.url
+            dest = Store(to.strip()) if to.strip() else None
+            with private_destination(self.store, dest):
+                info = copy_checkpoint(ckpt_id, name.strip(), to=dest, store=self.store,
+                                       progress=progress)
+            where = dest.url if dest is not None else self.store.url
             return self._after(f"copied {ckpt_id} to named checkpoint {info.id} in {where}")
         return _outcome(run)
 
@@ -209,16 +216,25 @@ class DashboardModel(param.Parameterized):
         return _outcome(
             lambda: self._after(f"unpinned {maintenance.unpin(self.store, ckpt_id).id}"))
 
-    def delete(self, ckpt_id: str) -> Outcome:
-        """Delete an unnamed checkpoint (named ones are immutable here; use the CLI)."""
+    def delete(self, ckpt_id: str, *, force: bool = False) -> Outcome:
+        """Delete a checkpoint as ``ckpt delete`` does: a named or pinned one only with
+        ``force`` (the page's "force" box)."""
         def run() -> str:
             info = resolve_ref(self.store, ckpt_id)
-            if info.named:
-                raise CkptError(f"{info.id} is a named, immutable checkpoint; the dashboard "
-                                "does not delete those (ckpt delete NAME --force does)")
-            maintenance.delete(self.store, info.id, force=True)
+            if not force and info.named:
+                raise CkptError(f"{info.id} is a named, immutable checkpoint; tick \"force\" "
+                                "to delete it anyway (CLI: ckpt delete NAME --force)")
+            if not force and info.id in self.store.pins.ids():
+                raise CkptError(f"{info.id} is pinned; unpin it first, or tick \"force\" to "
+                                "delete it anyway")
+            maintenance.delete(self.store, info.id, force=force)
             return self._after(f"deleted {info.id}; its blobs are freed by prune or gc")
         return _outcome(run)
+
+    def needs_force(self, ckpt_id: str) -> bool:
+        """Whether deleting ``ckpt_id`` needs ``force`` (it is named or pinned)."""
+        info = next((i for i in self.infos if i.id == ckpt_id), None)
+        return info is not None and (info.named or info.id in self.pinned)
 
     def verify(self, ckpt_id: str) -> Outcome:
         def run() -> str:
@@ -240,3 +256,58 @@ class DashboardModel(param.Parameterized):
         return _outcome(lambda: (maintenance.request_save(self.store, by="dashboard") and
                                  "save requested: the running training loop saves at its "
                                  "next step()"))
+
+
+# -- permissions of what a copy writes -------------------------------------------------------
+_OPEN_BITS = 0o077  # what group and others may do
+
+
+def store_mode(store: Store) -> int | None:
+    """The permission bits of a local store's folder (``None``: remote, or not made yet)."""
+    if not store.backend.is_local:
+        return None
+    try:
+        return stat.S_IMODE(os.stat(store.backend.root).st_mode)
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def private_destination(source: Store, dest: Store | None) -> Iterator[None]:
+    """Copy into a local ``dest`` only as far as others may read ``source``: a new folder is
+    made with the source folder's mode (umask applies) before anything is written into it,
+    and what the copy wrote is then narrowed to it too; an existing folder that lets group or
+    others read what the source does not is refused. Remote destinations are left as they
+    are (their access is the bucket's)."""
+    src = store_mode(source)
+    if dest is None or src is None or not dest.backend.is_local:
+        yield
+        return
+    root = dest.backend.root
+    if os.path.isdir(root):
+        have = stat.S_IMODE(os.stat(root).st_mode)
+        wider = have & _OPEN_BITS & ~src
+        if wider:
+            raise PermissionError(
+                f"{root} (mode {have:04o}) lets other users read what {source.url} (mode "
+                f"{src:04o}) does not; chmod {have & ~wider:04o} {root} or copy into a new "
+                "folder")
+        yield
+        return
+    os.makedirs(os.path.dirname(root) or ".", exist_ok=True)
+    os.mkdir(root, src)
+    try:
+        yield
+    finally:
+        _narrow(root, src)
+
+
+def _narrow(root: str, mode: int) -> None:
+    """Take from everything under ``root`` the group/other bits ``mode`` does not grant."""
+    strip = _OPEN_BITS & ~mode
+    for folder, dirs, files in os.walk(root):
+        for path in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if not stat.S_ISLNK(st.st_mode) and st.st_mode & strip:
+                    os.chmod(path, stat.S_IMODE(st.st_mode) & ~strip)

@@ -191,7 +191,11 @@ class DashboardView:
         self.unpin_btn = self._button("Unpin", self._on_unpin)
         self.verify_btn = self._button("Verify", self._on_verify)
         self.delete_btn = self._button("Delete...", self._on_delete_ask, "danger")
-        self.delete_confirm, self.delete_question = self._confirm_row("Delete", self._on_delete)
+        # named and pinned checkpoints are deleted only with "force" ticked, as in the CLI
+        self.delete_force = pn.widgets.Checkbox(**_label("force (named or pinned)"),
+                                                value=False, align="center")
+        self.delete_confirm, self.delete_question = self._confirm_row(
+            "Delete", self._on_delete, self.delete_force)
         self.copy_name = pn.widgets.TextInput(**_label("Named checkpoint"),
                                               placeholder="e.g. baseline-v1", width=220)
         self.copy_dest = pn.widgets.TextInput(**_label("Destination store (empty: this one)"),
@@ -213,14 +217,16 @@ class DashboardView:
         btn.on_click(lambda _e: self._guard(handler))
         return btn
 
-    def _confirm_row(self, label: str, handler: Callable[[], None],
-                     ) -> tuple[pn.Row, pn.pane.HTML]:
-        text = text_pane("")
+    def _confirm_row(self, label: str, handler: Callable[[], None], *extra: Any,
+                     ) -> tuple[pn.Column, pn.pane.HTML]:
+        """The question on one line, then ``extra`` (a "force" box), yes and cancel."""
+        text = text_pane("", sizing_mode="stretch_width")
         yes = self._button(f"Yes, {label.lower()}", handler, "danger")
         no = pn.widgets.Button(**_label("Cancel"), align="end")
-        row = pn.Row(text, yes, no, visible=False, styles={"background": "#fff3f3"})
-        no.on_click(lambda _e: setattr(row, "visible", False))
-        return row, text
+        box = pn.Column(text, pn.Row(*extra, yes, no), visible=False,
+                        sizing_mode="stretch_width", styles={"background": "#fff3f3"})
+        no.on_click(lambda _e: setattr(box, "visible", False))
+        return box, text
 
     def _layout(self) -> pn.Column:
         store = html.escape(self.model.store_url)
@@ -373,7 +379,6 @@ class DashboardView:
         self.restore_line.value = d["restore_line"]
         self.pin_btn.visible = ckpt not in m.pinned
         self.unpin_btn.visible = ckpt in m.pinned
-        self.delete_btn.disabled = info.get("name") is not None
         tables: list[Any] = [pn.pane.HTML("<b>Objects</b>"), _small_table(
             d["objects"], ["object", "kind", "type", "tensors", "dtypes", "bytes"])]
         if d["files"]:
@@ -510,13 +515,21 @@ class DashboardView:
 
     def _on_delete_ask(self) -> None:
         ckpt = self.model.selected
+        guarded = self.model.needs_force(ckpt)
+        why = " It is named or pinned: tick force to delete it anyway." if guarded else ""
         self.delete_question.object = _pre(f"Delete {ckpt}? Its manifest is removed now; "
-                                             "blobs only it uses are freed by prune or gc.")
+                                           f"blobs only it uses are freed by prune or gc.{why}")
+        self.delete_force.value = False
+        self.delete_force.visible = guarded
         self.delete_confirm.visible = True
 
     def _on_delete(self) -> None:
-        self.delete_confirm.visible = False
-        self.notify(self.model.delete(self.model.selected))
+        force = bool(self.delete_force.value)
+        self.delete_force.value = False
+        outcome = self.model.delete(self.model.selected, force=force)
+        if outcome.ok:
+            self.delete_confirm.visible = False
+        self.notify(outcome)
 
     def _on_copy(self) -> None:
         ckpt = self.model.selected
