@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .errors import CkptError, StoreError
 from .types import NAME_RULE, CheckpointInfo, format_bytes
-from .ui.argtypes import checkpoint_name, count, duration
+from .ui.argtypes import archive_limit, checkpoint_name, count, duration
 from .ui.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -309,6 +309,11 @@ def cmd_request_save(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+ARCHIVE_LIMIT_HELP = ("archives: raise a limit on what one may extract, on purpose: "
+                      "size=200G, ratio=1000 or entries=1000000 (defaults: 64G, 100, 100000; "
+                      "repeatable)")
+
+
 def cmd_copy(store: Store, args: argparse.Namespace) -> int:
     hub = (args.to or "").startswith("hf://")
     if hub:
@@ -322,7 +327,8 @@ def cmd_copy(store: Store, args: argparse.Namespace) -> int:
     from .manager import copying
 
     with progress_bar(f"copy {args.name}", enabled=args.progress) as bar:
-        info = copying.copy(args.src, args.name, to=args.to, store=store, progress=bar)
+        info = copying.copy(args.src, args.name, to=args.to, store=store, progress=bar,
+                            archive_limits=dict(args.archive_limit))
     where = args.to or store.url
     what = "files" if info.kind == "files" else "training state"
     print(f"copied {args.src} to {info.id} ({what}) in {where}: "
@@ -503,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="hf:// uploads: leave out files matching GLOB (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="hf:// uploads: only list the files")
+    p.add_argument("--archive-limit", type=archive_limit, action="append", default=[],
+                   metavar="KEY=VALUE", help=ARCHIVE_LIMIT_HELP)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help=progress_help)
     p = add("get", cmd_get, "write a checkpoint's files into a local folder (read-only "

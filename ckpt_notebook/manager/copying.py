@@ -19,7 +19,7 @@ import tarfile
 import threading
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,6 +30,7 @@ from ..storage import Store
 from ..storage.backend import fsync_dir
 from ..storage.blobs import INLINE_LIMIT, PutResult
 from ..types import CheckpointInfo, utc_now, validate_name
+from .archives import ArchiveLimits
 from .committing import name_taken
 from .environment import library_versions
 from .sources import (
@@ -55,13 +56,17 @@ def _taken(name: str, dest: Store) -> CheckpointExistsError:
 
 def copy(src: str | os.PathLike[str], name: str, *, to: str | Store | None = None,
          store: str | Store | None = None, progress: Progress | None = None,
-         hash_cache: HashCache | None = None) -> CheckpointInfo:
+         hash_cache: HashCache | None = None,
+         archive_limits: ArchiveLimits | Mapping[str, Any] | None = None) -> CheckpointInfo:
     """Copy ``src`` into a new named checkpoint ``name`` in ``to`` (default: the store).
 
     ``src`` is a folder, a file, an archive (extracted as it is imported), a URL (``s3://``,
     ``gs://``, ``az://``, ``hf://owner/repo[/sub][@rev]``, ``http(s)://``) or a checkpoint
     REF of ``store``. A local path wins over a checkpoint of the same name.
+    ``archive_limits`` raises (or lowers) what an archive may extract, e.g.
+    ``{"size": "200G", "ratio": 1000, "entries": 10**6}`` (see :mod:`.archives`).
     """
+    limits = ArchiveLimits.of(archive_limits)
     validate_name(name)
     source_store = open_store(store)
     dest = open_store(to) if to is not None else source_store
@@ -70,7 +75,8 @@ def copy(src: str | os.PathLike[str], name: str, *, to: str | Store | None = Non
     skip = _store_inside(os.fspath(src), dest)
     cache = hash_cache if hash_cache is not None else _default_cache()
     try:
-        source = resolve_source(os.fspath(src), source_store, cache=cache, skip=skip)
+        source = resolve_source(os.fspath(src), source_store, cache=cache, skip=skip,
+                                limits=limits)
         try:
             if source.checkpoint is not None:
                 return _copy_checkpoint(source_store, source.checkpoint, dest, name, progress)
@@ -152,7 +158,9 @@ def _import_files(source: Source, dest: Store, name: str, progress: Progress | N
             meter.add(f.size - (passes.reported if passes is not None else 0))
             return result
 
-        results: list[PutResult] = parallel(dest, put, source.files)
+        # a compressed tar streams its members in order: one at a time, never spooled
+        results: list[PutResult] = ([put(f) for f in source.files] if source.in_order
+                                    else parallel(dest, put, source.files))
         _sync_blob_dirs(dest, results)
         files = {f.relpath: {"blob": r.digest, "size": r.size, "executable": f.executable}
                  for f, r in zip(source.files, results, strict=True)}

@@ -2,8 +2,8 @@
 
 Every source becomes a list of :class:`SourceFile` (a relative path, a size and a way to open
 it), except a checkpoint REF, which is copied as a checkpoint. Archives are read member by
-member without touching the disk outside a spool file; members with absolute paths, ``..``
-or links leading outside are refused before anything is stored.
+member, within limits against archive bombs (:mod:`.archives`); members with absolute paths,
+``..`` or links leading outside are refused before anything is stored.
 """
 
 from __future__ import annotations
@@ -13,21 +13,21 @@ import os
 import posixpath
 import sqlite3
 import stat
-import tarfile
 import tempfile
 import threading
 import time
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import CheckpointNotFoundError, CkptError, UnsafeFileError
 from ..storage import Store
 from ..types import CheckpointInfo
 from .refs import resolve_ref
+
+if TYPE_CHECKING:
+    from .archives import ArchiveLimits
 
 __all__ = ["MARKER", "HashCache", "ReadStream", "Source", "SourceFile", "resolve_source",
            "safe_relpath"]
@@ -59,6 +59,7 @@ class Source:
     files: list[SourceFile] = field(default_factory=list)
     checkpoint: CheckpointInfo | None = None
     cleanup: list[Callable[[], None]] = field(default_factory=list)
+    in_order: bool = False  # files must be read one at a time, in order (a compressed tar)
 
     @property
     def total_bytes(self) -> int:
@@ -81,20 +82,22 @@ def safe_relpath(name: str, *, where: str) -> str:
 
 
 def resolve_source(src: str, store: Store, *, cache: HashCache | None = None,
-                   skip: Path | None = None) -> Source:
+                   skip: Path | None = None, limits: ArchiveLimits | None = None) -> Source:
     """Turn what the user named into files to copy (or a checkpoint to copy). ``skip``: a
-    folder left out of a local folder's copy (the store itself, when it lies inside)."""
+    folder left out of a local folder's copy (the store itself, when it lies inside);
+    ``limits``: what an archive may extract (see :mod:`.archives`)."""
     text = os.fspath(src)
     protocol = text.split("://", 1)[0] if "://" in text else ""
     if protocol == "hf":
-        return _remote_source(*_hf_fs(text), description=text, lfs=True)
+        return _remote_source(*_hf_fs(text), description=text, lfs=True, limits=limits)
     if protocol in REMOTE_PROTOCOLS:
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(text)
-        return _remote_source(fs, path, description=text, lfs=protocol in ("http", "https"))
+        return _remote_source(fs, path, description=text, lfs=protocol in ("http", "https"),
+                              limits=limits)
     if protocol == "file" or os.path.exists(text):
-        return _local_source(text.removeprefix("file://"), cache, skip)
+        return _local_source(text.removeprefix("file://"), cache, skip, limits)
     try:
         return Source(description=text, checkpoint=resolve_ref(store, text))
     except CheckpointNotFoundError as err:
@@ -103,11 +106,14 @@ def resolve_source(src: str, store: Store, *, cache: HashCache | None = None,
 
 
 # -- local ------------------------------------------------------------------------------------
-def _local_source(path: str, cache: HashCache | None, skip: Path | None = None) -> Source:
+def _local_source(path: str, cache: HashCache | None, skip: Path | None = None,
+                  limits: ArchiveLimits | None = None) -> Source:
     root = Path(path).resolve()
     if root.is_file():
         if root.name.lower().endswith(ARCHIVE_SUFFIXES):
-            return _archive_source(str(root), description=path)
+            from .archives import archive_source
+
+            return archive_source(str(root), description=path, limits=limits)
         return Source(path, [_local_file(root, root.name, cache)])
     if not root.is_dir():
         raise CkptError(f"cannot copy {path!r}: it is neither a file nor a folder")
@@ -259,15 +265,22 @@ def _hf_fs(url: str) -> tuple[Any, str]:
     return HfFileSystem(), path
 
 
-def _remote_source(fs: Any, path: str, *, description: str, lfs: bool) -> Source:
+def _remote_source(fs: Any, path: str, *, description: str, lfs: bool,
+                   limits: ArchiveLimits | None = None) -> Source:
     try:
         is_dir = fs.isdir(path)
     except Exception:
         is_dir = False
     if not is_dir:
         if path.lower().endswith(ARCHIVE_SUFFIXES):
+            from .archives import archive_source
+
             local, cleanup = _download(fs, path)
-            source = _archive_source(local, description=description)
+            try:
+                source = archive_source(local, description=description, limits=limits)
+            except BaseException:
+                cleanup()
+                raise
             source.cleanup.append(cleanup)
             return source
         try:
@@ -311,33 +324,7 @@ def check_not_lfs_pointer(head: bytes, *, where: str) -> None:
                         "the hf:// URL of the file")
 
 
-# -- archives ---------------------------------------------------------------------------------
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError)
-_MAX_LINK_HOPS = 32
-
-
-def _archive_source(path: str, *, description: str) -> Source:
-    """Every member is checked (names, links, kinds) before any content is read."""
-    try:
-        if path.lower().endswith(".zip"):
-            source = _zip_source(path, description)
-        else:
-            source = _tar_source(path, description)
-    except UnsafeFileError:
-        raise
-    except _ARCHIVE_ERRORS as err:
-        raise CkptError(f"cannot read the archive {description!r}: {err}") from err
-    if not source.files:
-        source.close()
-        raise CkptError(f"nothing to copy: the archive {description!r} holds no files")
-    try:
-        check_layout(source.files, where=description)
-    except CkptError:
-        source.close()
-        raise
-    return source
-
-
+# -- shared -----------------------------------------------------------------------------------
 def check_layout(files: list[SourceFile], *, where: str) -> None:
     """Refuse a path that is both a file and a folder (``a`` and ``a/b``): no folder could
     hold both."""
@@ -349,127 +336,6 @@ def check_layout(files: list[SourceFile], *, where: str) -> None:
                 raise CkptError(f"{where}: {parent!r} is both a file and a folder "
                                 f"(it holds {f.relpath!r}); it cannot be copied as it is")
             parent = posixpath.dirname(parent)
-
-
-def _dir_member(name: str, *, where: str) -> None:
-    """Folder members only need to stay inside; ``.`` (``tar -C dir -cf x.tar .``) is fine."""
-    if posixpath.normpath(name.replace("\\", "/")) != ".":
-        safe_relpath(name, where=where)
-
-
-def _zip_source(path: str, description: str) -> Source:
-    zf = zipfile.ZipFile(path)  # closed by Source.close()
-    try:
-        members: dict[str, SourceFile] = {}
-        for info in zf.infolist():
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise UnsafeFileError(f"{description}: refusing symlink member "
-                                      f"{info.filename!r}: archives are imported as plain "
-                                      "files only")
-            if info.is_dir():
-                _dir_member(info.filename, where=description)
-                continue
-            rel = safe_relpath(info.filename, where=description)
-            if info.flag_bits & 0x1:
-                raise CkptError(f"{description}: member {info.filename!r} is encrypted; "
-                                "decrypt the archive first")
-            members[rel] = SourceFile(rel, info.file_size, _zip_opener(zf, info),
-                                      executable=bool(mode & stat.S_IXUSR))
-    except BaseException:
-        zf.close()
-        raise
-    return Source(description, list(members.values()), cleanup=[zf.close])
-
-
-def _zip_opener(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], BinaryIO]:
-    return lambda: zf.open(info)  # type: ignore[return-value]
-
-
-def _tar_source(path: str, description: str) -> Source:
-    try:
-        tf = tarfile.open(path, "r:")  # noqa: SIM115 - uncompressed: members read in place
-        plain = True
-    except tarfile.ReadError:
-        tf = tarfile.open(path, "r:*")  # noqa: SIM115
-        plain = False
-    with tf:
-        chosen = _tar_plan(tf.getmembers(), description)
-        if plain and not any(m.sparse for m, _ in chosen.values()):
-            fd = os.open(path, os.O_RDONLY)
-            files = [SourceFile(rel, real.size, _slice_opener(fd, real.offset_data, real.size),
-                                executable=bool(real.mode & stat.S_IXUSR))
-                     for rel, (_, real) in chosen.items()]
-            return Source(description, files, cleanup=[lambda: os.close(fd)])
-        return _spool_tar(tf, chosen, description)
-
-
-def _tar_plan(members: list[tarfile.TarInfo], where: str,
-              ) -> dict[str, tuple[tarfile.TarInfo, tarfile.TarInfo]]:
-    """relpath -> (member, the regular-file member holding its bytes), links resolved.
-
-    A later member of the same name replaces an earlier one, as ``tar -x`` does.
-    """
-    by_name: dict[str, tarfile.TarInfo] = {}
-    for m in members:
-        if m.isdir():
-            _dir_member(m.name, where=where)
-            continue
-        rel = safe_relpath(m.name, where=where)
-        if not (m.isfile() or m.issym() or m.islnk()):
-            raise UnsafeFileError(f"{where}: refusing special member {m.name!r} (a device, "
-                                  "pipe or other non-file)")
-        by_name[rel] = m
-    plan = {}
-    for rel, m in by_name.items():
-        real, current, hops = m, rel, 0
-        while real.issym() or real.islnk():
-            base = posixpath.dirname(current) if real.issym() else ""
-            target = posixpath.normpath(posixpath.join(base, real.linkname.replace("\\", "/")))
-            if real.linkname.startswith("/") or target == ".." or target.startswith("../"):
-                raise UnsafeFileError(f"{where}: refusing link {m.name!r} -> "
-                                      f"{real.linkname!r}: it leads outside the archive")
-            hops += 1
-            if target not in by_name or hops > _MAX_LINK_HOPS:
-                raise UnsafeFileError(f"{where}: refusing link {m.name!r} -> "
-                                      f"{real.linkname!r}: it does not lead to a file in the "
-                                      "archive")
-            real, current = by_name[target], target
-        plan[rel] = (m, real)
-    return plan
-
-
-def _spool_tar(tf: tarfile.TarFile, chosen: dict[str, tuple[tarfile.TarInfo, tarfile.TarInfo]],
-               description: str) -> Source:
-    """Compressed tars are read once, in order, into one temp file (not into memory)."""
-    spool = tempfile.TemporaryFile(prefix="ckpt-archive-")  # noqa: SIM115 - Source.close()
-    try:
-        offsets: dict[int, int] = {}
-        needed = {id(real): real for _, real in chosen.values()}
-        for m in sorted(needed.values(), key=lambda m: m.offset):
-            f = tf.extractfile(m)
-            if f is None:
-                continue
-            offsets[id(m)] = spool.tell()
-            got = 0
-            while chunk := f.read(8 << 20):
-                spool.write(chunk)
-                got += len(chunk)
-            if got != m.size:
-                raise CkptError(f"the archive {description!r} is truncated at {m.name!r}")
-        spool.flush()
-        fd = spool.fileno()
-        files = [SourceFile(rel, real.size, _slice_opener(fd, offsets[id(real)], real.size),
-                            executable=bool(real.mode & stat.S_IXUSR))
-                 for rel, (_, real) in chosen.items()]
-    except BaseException:
-        spool.close()
-        raise
-    return Source(description, files, cleanup=[spool.close])
-
-
-def _slice_opener(fd: int, offset: int, size: int) -> Callable[[], BinaryIO]:
-    return lambda: _Slice(fd, offset, size)  # type: ignore[return-value]
 
 
 class ReadStream(io.RawIOBase):
@@ -488,33 +354,3 @@ class ReadStream(io.RawIOBase):
         data = self.read(len(buffer)) or b""
         buffer[:len(data)] = data
         return len(data)
-
-
-class _Slice(ReadStream):
-    """``size`` bytes at ``offset`` of an open file, read with ``pread``: any number of
-    slices of one file can be read at once from several threads."""
-
-    def __init__(self, fd: int, offset: int, size: int) -> None:
-        super().__init__()
-        self._fd, self._offset, self._size, self._pos = fd, offset, size, 0
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        left = self._size - self._pos
-        want = left if n is None or n < 0 else min(n, left)
-        parts = []
-        while want > 0:
-            data = os.pread(self._fd, want, self._offset + self._pos)
-            if not data:
-                raise EOFError("the archive ended before this member did (truncated?)")
-            parts.append(data)
-            self._pos += len(data)
-            want -= len(data)
-        return b"".join(parts)

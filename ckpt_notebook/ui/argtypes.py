@@ -7,7 +7,7 @@ import argparse
 from .. import retention
 from ..types import NAME_RULE, is_valid_name
 
-__all__ = ["checkpoint_name", "count", "duration", "metric_pair"]
+__all__ = ["archive_limit", "checkpoint_name", "count", "duration", "metric_pair"]
 
 
 def count(text: str) -> int:
@@ -37,6 +37,22 @@ def checkpoint_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"invalid checkpoint name {text!r}: names are "
                                          f"{NAME_RULE}")
     return text
+
+
+def archive_limit(text: str) -> tuple[str, str]:
+    """``size=200G`` -> ``("size", "200G")``: raises a limit on what an archive may extract
+    (``size``, ``ratio``, ``entries``); checked here, applied by the copy."""
+    from ..manager.archives import parse_limit  # on first use: keeps `ckpt --help` fast
+
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (size=200G, ratio=1000 or "
+                                         f"entries=1000000), got {text!r}")
+    try:
+        parse_limit(key, value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return key, value
 
 
 def metric_pair(text: str) -> tuple[str, float]:

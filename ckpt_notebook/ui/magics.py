@@ -19,7 +19,7 @@ from .. import retention
 from ..errors import CkptError
 from ..manager import maintenance
 from ..types import CheckpointInfo, format_bytes
-from .argtypes import count, duration, metric_pair
+from .argtypes import archive_limit, count, duration, metric_pair
 from .render import Table, checkpoint_table
 from .session import NotebookCheckpointer, existing_session, get_session
 
@@ -92,6 +92,9 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--pattern", action="append", default=[], metavar="GLOB")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     p.add_argument("--dry-run", action="store_true", help="hf:// uploads: only list files")
+    p.add_argument("--archive-limit", type=archive_limit, action="append", default=[],
+                   metavar="KEY=VALUE", help="archives: raise a limit on purpose (size=200G, "
+                   "ratio=1000, entries=1000000)")
     parser("use", "Materialize a named checkpoint and set $CKPT_NOTEBOOK_CHECKPOINT_PATH."
            ).add_argument("name", metavar="NAME")
     return parsers
@@ -290,7 +293,8 @@ class CheckpointMagics(Magics):
         if not (a.to or "").startswith("hf://") and not a.name:
             raise ValueError("--name is required: the name of the new checkpoint")
         info = copy(a.src, a.name, to=a.to, store=s.store, patterns=a.pattern,
-                    excludes=a.exclude, dry_run=a.dry_run)
+                    excludes=a.exclude, dry_run=a.dry_run,
+                    archive_limits=dict(a.archive_limit) or None)
         if not isinstance(info, CheckpointInfo):
             return str(info)
         where = a.to or s.store.url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ __all__ = ["copy", "materialize"]
 
 def copy(src: str | os.PathLike[str], name: str | None = None, to: str | None = None, *,
          store: Any = None, progress: bool | None = None, patterns: list[str] | None = None,
-         excludes: list[str] | None = None, dry_run: bool = False) -> CheckpointInfo | HubUpload:
+         excludes: list[str] | None = None, dry_run: bool = False,
+         archive_limits: Mapping[str, Any] | None = None) -> CheckpointInfo | HubUpload:
     """Copy a folder, file, archive, URL or checkpoint REF into a named, immutable checkpoint.
 
         ckpt_notebook.copy("models/", "resnet-v1", to="s3://bucket/checkpoints")
@@ -24,6 +26,9 @@ def copy(src: str | os.PathLike[str], name: str | None = None, to: str | None = 
     ``to`` defaults to the current store; a taken name raises ``CheckpointExistsError``.
     With ``to="hf://owner/repo[@rev]"`` the files are uploaded to that Hub repo instead
     (``patterns``/``excludes`` filter them, ``dry_run`` lists them); ``name`` is not needed.
+    An archive bigger than 64 GiB, or expanding more than 100:1, or with more than 100,000
+    entries is refused as a likely bomb; ``archive_limits={"size": "200G", "ratio": 1000,
+    "entries": 10**6}`` raises those limits on purpose.
     """
     from ..storage import Store
 
@@ -41,7 +46,8 @@ def copy(src: str | os.PathLike[str], name: str | None = None, to: str | None = 
     if name is None:
         raise ValueError("copy needs a name for the new checkpoint (name=...)")
     with progress_bar(f"copy {name}", enabled=progress) as bar:
-        return copying.copy(src, name, to=to, store=store, progress=bar)
+        return copying.copy(src, name, to=to, store=store, progress=bar,
+                            archive_limits=archive_limits)
 
 
 def materialize(name: str, directory: str | os.PathLike[str], *, store: Any = None,
