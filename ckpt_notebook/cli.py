@@ -152,26 +152,42 @@ _SHOW_FILES = 50
 
 
 def cmd_verify(store: Store, args: argparse.Namespace) -> int:
+    store_problems = store.audit() if args.all else []
     if args.all:
         ids = [i.id for i in store.list()]
-        if not ids:
+        if not ids and not store_problems:
             print(f"no checkpoints in {store.url} to verify")
             return 0
     else:
         ids = [_resolve(store, args.ref or "latest").id]
+    for problem in store_problems:
+        print(f"BAD {problem}")
     bad = 0
+    seen: dict[str, str | None] = {}
     for ckpt_id in ids:
-        problems = store.verify(ckpt_id)
-        if not problems:
-            print(f"OK  {ckpt_id}")
-        for problem in problems:
-            print(f"BAD {problem}")
+        try:
+            problems = [str(p) for p in store.verify(ckpt_id, seen=seen)]
+        except CkptError as err:
+            problems = [f"{ckpt_id}: {err}"]
+        print(f"OK  {ckpt_id}" if not problems else "\n".join(f"BAD {p}" for p in problems))
         bad += bool(problems)
-    if bad:
-        print(f"ckpt: error: {bad} of {len(ids)} checkpoint(s) failed verification",
+    if args.all:
+        _note_unreferenced(store)
+    if bad or store_problems:
+        extra = f" and {len(store_problems)} store problem(s)" if store_problems else ""
+        print(f"ckpt: error: {bad} of {len(ids)} checkpoint(s) failed verification{extra}",
               file=sys.stderr)
         return 1
     return 0
+
+
+def _note_unreferenced(store: Store) -> None:
+    """Unreferenced blobs are no damage (a deleted checkpoint's, until gc), but worth a word."""
+    unreferenced = store.unreferenced_blobs()
+    if unreferenced:
+        size = sum(store.backend.size(rel) for rel in unreferenced.values())
+        print(f"note: {len(unreferenced)} unreferenced blob(s) ({format_bytes(size)}); "
+              "`ckpt gc` removes them")
 
 
 def cmd_gc(store: Store, args: argparse.Namespace) -> int:
