@@ -126,8 +126,9 @@ def test_checkpointer_on_s3(s3_server: S3Server) -> None:
     assert second is not None and second.id == pending.id and second.committed
     assert second.new_bytes  # small tensors share a pack: the changed pack is new
     assert [i.id for i in ck.list()] == [first.id, second.id]
-    assert keys(s3_server, bucket, "runs/a/manifests/") .keys() == {
-        f"runs/a/manifests/{first.id}.json", f"runs/a/manifests/{second.id}.json"}
+    assert keys(s3_server, bucket, "runs/a/manifests/").keys() == {
+        f"runs/a/manifests/{i}{suffix}" for i in (first.id, second.id)
+        for suffix in (".json", ".commit")}  # each manifest and its commit record
 
     # another process's view: a fresh Checkpointer (its own S3 client) lists and restores
     other_model = mlp(7)
@@ -412,7 +413,7 @@ def test_copy_folder_to_s3_then_recopy_moves_only_the_manifest(faulty_s3: Faulty
     mark = len(faulty_s3.log)
     again = copy(folder, "v2", to=store)
     assert again.new_bytes == 0
-    commit = [f"/{bucket}/store/manifests/v2.json", f"/{bucket}/store/commits/v2"]
+    commit = [f"/{bucket}/store/manifests/v2.json", f"/{bucket}/store/manifests/v2.commit"]
     assert writes(faulty_s3, mark) == commit  # the manifest and its commit record
 
     # again with no hash cache: every file is read and hashed, still nothing but the manifest
@@ -420,7 +421,7 @@ def test_copy_folder_to_s3_then_recopy_moves_only_the_manifest(faulty_s3: Faulty
     cold = copy(folder, "v3", to=store, hash_cache=HashCache(tmp_path / "cold.sqlite3"))
     assert cold.new_bytes == 0
     assert writes(faulty_s3, mark) == [f"/{bucket}/store/manifests/v3.json",
-                                       f"/{bucket}/store/commits/v3"]
+                                       f"/{bucket}/store/manifests/v3.commit"]
 
     # one file changed: its blob and the manifest travel
     changed = make_folder(folder, {"config.json": b'{"layers": 8}'})
@@ -429,7 +430,7 @@ def test_copy_folder_to_s3_then_recopy_moves_only_the_manifest(faulty_s3: Faulty
     assert third.new_bytes == len(b'{"layers": 8}')
     sent = writes(faulty_s3, mark)
     assert len(sent) == 3 and sent[-2].endswith("/manifests/v4.json")
-    assert "/blobs/" in sent[0] and sent[-1].endswith("/commits/v4")
+    assert "/blobs/" in sent[0] and sent[-1].endswith("/manifests/v4.commit")
 
     out = materialize("v1", tmp_path / "out", store=store)
     assert folder_files(out) == FILES
@@ -557,8 +558,8 @@ def test_failed_blob_uploads_commit_nothing(faulty_s3: FaultyProxy, tmp_path: Pa
     assert f"s3://{bucket}/store/blobs/" in text and "failed after 2 attempts" in text
     clean = s3_store(moto(faulty_s3), bucket)
     assert [i.id for i in clean.list()] == ["before"]
-    assert list(keys(moto(faulty_s3), bucket, "store/manifests/")) == [
-        "store/manifests/before.json"]
+    assert sorted(keys(moto(faulty_s3), bucket, "store/manifests/")) == [
+        "store/manifests/before.commit", "store/manifests/before.json"]
     # healed, the same copy goes through and verifies
     copy(folder, "doomed", to=store)
     assert clean.verify("doomed") == []

@@ -27,6 +27,7 @@ INDEX_FILE = "index.json"
 INDEX_VERSION = 1
 MANIFEST_DIR = "manifests"
 SUFFIX = ".json"
+RECORD_SUFFIX = ".commit"  # manifests/<id>.commit: a commit record (see store.py)
 REWRITE_AFTER = 32  # rewrite the index once this many manifests differ from it
 
 
@@ -40,7 +41,9 @@ class Index:
         self._read_info = read_info
         self.unreadable: dict[str, str] = {}
         self.rebuilt: str | None = None
-        self.listed = False  # whether entries() ran: the two attributes above are its findings
+        self.recorded: set[str] = set()  # ids with a commit record, in the same listing
+        self.listed_ids: set[str] = set()  # ids with a manifest file, in the same listing
+        self.listed = False  # whether entries() ran: the attributes above are its findings
 
     def _load(self) -> dict[str, Any]:
         self.rebuilt = None
@@ -60,15 +63,18 @@ class Index:
         """The ids of every manifest file (names that are no valid id are left out)."""
         return {stem for stem in self._stems() if is_id(stem)}
 
-    def _stems(self) -> set[str]:
-        return {n[: -len(SUFFIX)] for n in self.backend.listdir(MANIFEST_DIR)
-                if n.endswith(SUFFIX) and not n.startswith(".")}
+    def _stems(self, names: list[str] | None = None) -> set[str]:
+        names = self.backend.listdir(MANIFEST_DIR) if names is None else names
+        return {n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX) and not n.startswith(".")}
 
     def entries(self) -> dict[str, CheckpointInfo]:
         """Every committed checkpoint whose manifest reads, reconciled against the manifests
         on disk; cached entries are checked like manifests are (see :mod:`.manifest`)."""
         cached = self._load()
-        stems = self._stems()
+        names = self.backend.listdir(MANIFEST_DIR)
+        stems = self._stems(names)
+        self.recorded = {stem for n in names if n.endswith(RECORD_SUFFIX)
+                         and is_id(stem := n[: -len(RECORD_SUFFIX)])}
         unreadable = {stem: f"{MANIFEST_DIR}/{stem}{SUFFIX}: the file name is not a "
                             "checkpoint id" for stem in stems if not is_id(stem)}
         on_disk = stems - set(unreadable)
@@ -85,6 +91,7 @@ class Index:
                     continue
             out[ckpt_id] = info
         self.unreadable = unreadable
+        self.listed_ids = on_disk
         self.listed = True
         if drift >= REWRITE_AFTER or (drift and not cached):
             self.write(out)

@@ -5,15 +5,16 @@ Layout under the root URL (see docs/format.md)::
     ckpt-store.json          marks the folder as a store (format version)
     blobs/ab/ab12...         content-addressed blobs (BLAKE3)
     manifests/<id>.json      one per checkpoint; writing it is the commit
-    commits/<id>             commit records: the manifest's digest and time (see below)
+    manifests/<id>.commit    commit records: the manifest's digest and time (see below)
     index.json               listing cache, rebuilt from manifests when stale
     tmp/                     in-flight temp files (local stores); gc removes leftovers
 
 A checkpoint is visible exactly when its manifest exists, and its manifest is written only
 after every blob it names is durable, so a crash at any moment leaves a readable store.
-After the manifest, a commit record ``commits/<id>`` is written (and removed first on
-delete): a record whose manifest is missing or unreadable is a checkpoint that was lost, so
-``latest`` never silently falls back to an older one. Everything read here is checked
+After the manifest, a commit record ``manifests/<id>.commit`` is written (and removed first
+on delete; beside the manifest, so one listing finds both): a record whose manifest is
+missing or unreadable is a checkpoint that was lost, so ``latest`` never silently falls
+back to an older one. Everything read here is checked
 (:mod:`.trust`): a store may be hostile or rotten.
 """
 
@@ -44,17 +45,16 @@ from . import manifest as manifest_format
 from .backend import Backend, open_backend
 from .blobs import BlobStore, blob_path, hash_chunks
 from .control import MetricHistory, PinSet, PolicyFile, RequestQueue
-from .index import MANIFEST_DIR, Index
-from .trust import check_id, is_id, seal, unseal
+from .index import MANIFEST_DIR, RECORD_SUFFIX, Index
+from .trust import check_id, seal, unseal
 
 __all__ = ["GcReport", "Store", "StoreProblem", "Unreadable", "VerifyProblem"]
 
 STORE_FILE = "ckpt-store.json"
 STORE_FORMAT = "ckpt_notebook.store"
 LOCK_FILE = ".lock"
-COMMIT_DIR = "commits"
 _STORE_ENTRIES = {"blobs", "manifests", "tmp", "index.json", "pins", "policy.json", "requests",
-                  "runs", locks.LOCK_DIR, STORE_FILE, COMMIT_DIR, "quarantine"}
+                  "runs", locks.LOCK_DIR, STORE_FILE, "quarantine"}
 _DIGEST_IN_TEXT = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 _TMP_MAX_AGE_S = 24 * 3600  # on stores without locks, temp files older than this are leftovers
 
@@ -206,7 +206,7 @@ class Store:
 
     @staticmethod
     def record_path(ckpt_id: str) -> str:
-        return f"{COMMIT_DIR}/{check_id(ckpt_id, where='checkpoint')}"
+        return f"{MANIFEST_DIR}/{check_id(ckpt_id, where='checkpoint')}{RECORD_SUFFIX}"
 
     def commit(self, info: CheckpointInfo, *, objects: dict[str, Any], blobs: dict[str, int],
                files: dict[str, Any] | None = None,
@@ -257,9 +257,9 @@ class Store:
             self.list()
         out = {ckpt_id: Unreadable(ckpt_id, self._recorded_time(ckpt_id), problem)
                for ckpt_id, problem in self.index.unreadable.items()}
-        recorded = {n for n in self.backend.listdir(COMMIT_DIR) if is_id(n)}
-        for ckpt_id in recorded - set(out) - self.index.ids_on_disk():
-            if not self.exists(ckpt_id):  # not committed meanwhile
+        for ckpt_id in self.index.recorded - set(out) - self.index.listed_ids:
+            if not self.exists(ckpt_id) and self.backend.exists(self.record_path(ckpt_id)):
+                # neither committed nor deleted since the listing
                 out[ckpt_id] = Unreadable(ckpt_id, self._recorded_time(ckpt_id),
                                           "its manifest is missing (the commit record remains)")
         return sorted(out.values(), key=lambda u: (u.created is None, u.created or "", u.id))
