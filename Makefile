@@ -2,6 +2,7 @@
 # make test  - create .venv, install, run ruff, mypy, the import-linter contract and pytest
 # make bench - run the benchmarks; results go to benchmarks/results/
 # make lab   - start JupyterLab with the extension and examples/
+# make screenshots - retake docs/screenshots/ from the browser tests
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck contracts pytest bench lab clean browser
+.PHONY: demo test lint typecheck contracts pytest bench lab clean browser screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,9 @@ pytest: $(STAMP) browser
 	$(PY) -m pytest -q
 
 test: lint typecheck contracts pytest
+
+screenshots: $(STAMP) browser
+	CKPT_NOTEBOOK_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_dashboard_browser.py -k screenshot
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
