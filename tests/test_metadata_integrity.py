@@ -22,6 +22,7 @@ from ckpt_notebook import Checkpointer
 from ckpt_notebook.cli import main
 from ckpt_notebook.errors import CkptError, FormatError, IntegrityError
 from ckpt_notebook.manager import load_policy, prune, resolve_ref, statuses
+from ckpt_notebook.manager.materializing import materialize
 from ckpt_notebook.retention import Policy
 from ckpt_notebook.storage import Store
 from ckpt_notebook.storage import manifest as manifest_format
@@ -133,6 +134,10 @@ def test_an_unsealed_crafted_tensor_record_is_refused(store_root: Path,
     path.write_text(json.dumps(doc))
     with pytest.raises(IntegrityError, match="does not match its blob"):
         Checkpointer(str(store_root), model=_model(5)).restore(ckpt_id)
+    t[0]["key"] = "99"  # a key its blob does not hold
+    path.write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="does not match its blob"):
+        materialize(ckpt_id, store_root.parent / "out", store=str(store_root))
 
 
 # -- the index ----------------------------------------------------------------------------------

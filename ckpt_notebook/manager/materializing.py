@@ -30,6 +30,7 @@ from ..storage import Store, tensorfile
 from ..storage.blobs import INLINE_LIMIT, hash_chunks
 from ..storage.store import writer_alive
 from ..types import format_bytes
+from .reading import tensor_of
 from .refs import resolve_ref
 from .sources import MARKER, safe_relpath
 from .transfers import CHUNK, Meter, Progress, open_store, parallel
@@ -194,12 +195,12 @@ def _write_state(s: Store, doc: dict[str, Any], out: Path) -> dict[str, str]:
             continue
         cache: dict[str, dict[str, Any]] = {}
         chosen = {}
+        where = f"checkpoint {ckpt_id}: {obj_name}"
         for t in tensors:
             if t["blob"] not in cache:
-                buf = s.blobs.read(t["blob"], t["blob_size"],
-                                   where=f"checkpoint {ckpt_id}: {obj_name}: tensor {t['path']}")
-                cache[t["blob"]] = tensorfile.decode(buf)
-            chosen[t["path"]] = cache[t["blob"]][t["key"]]
+                buf = s.blobs.read(t["blob"], t["blob_size"], where=f"{where}: tensor {t['path']}")
+                cache[t["blob"]] = tensorfile.decode(buf, where=f"{where}: tensor {t['path']}")
+            chosen[t["path"]] = tensor_of(cache[t["blob"]], t, where=where)
         rel = safe_relpath(f"{obj_name}.safetensors", where=f"checkpoint {ckpt_id}")
         data = b"".join(bytes(c) for c in tensorfile.encode_chunks(chosen))
         _write_readonly(out / rel, data)

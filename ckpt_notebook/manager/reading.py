@@ -11,7 +11,7 @@ from ..errors import FormatError, IntegrityError, RestoreError
 from ..storage import Store
 from ..types import CheckpointInfo, TensorData
 
-__all__ = ["export_weights", "read_states", "refuse_pickles", "split_for_modules"]
+__all__ = ["export_weights", "read_states", "refuse_pickles", "split_for_modules", "tensor_of"]
 
 
 def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
@@ -51,7 +51,7 @@ def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
 
                 arrays.append(placeholder(t["dtype"], t["shape"]))
                 continue
-            data = _tensor(files[t["blob"]], t, where=f"checkpoint {ckpt_id}: {name}")
+            data = tensor_of(files[t["blob"]], t, where=f"checkpoint {ckpt_id}: {name}")
             if t["array"] == "numpy":
                 arrays.append(data_to_ndarray(data))
             else:
@@ -73,7 +73,7 @@ def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
     return states
 
 
-def _tensor(blob: Mapping[str, TensorData], record: Mapping[str, Any], *,
+def tensor_of(blob: Mapping[str, TensorData], record: Mapping[str, Any], *,
             where: str) -> TensorData:
     """The tensor a manifest record names, which must be what the record says it is."""
     data = blob.get(record["key"])
