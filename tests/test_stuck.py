@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -148,6 +149,28 @@ def test_a_full_disk_fails_an_async_save_at_the_next_call(small_fs: Path) -> Non
     with pytest.raises(BackgroundSaveError, match=full):
         ckpt.wait()
     assert temp_files(root) == []
+
+
+def test_a_full_disk_never_kills_the_loop_over_metric_history(small_fs: Path) -> None:
+    """Was: step() died with a raw OSError when the metric history could not be written.
+    Now the rows stay in memory, the user is told once, and they land once there is space."""
+    root = small_fs / "store"
+    ckpt = Checkpointer(root, model=torch.nn.Linear(4, 4), rng=False)
+    ckpt.step(1, {"loss": 1.0})
+    ckpt.history.flush(force=True)
+    filler = small_fs / "filler"
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * (1 << 20))
+    with pytest.warns(RuntimeWarning, match="metric history of run .* is not written: store "
+                                            ".* is full"):
+        for step in range(2, 5):
+            ckpt.step(step, {"loss": 1.0 / step})
+            ckpt.history.flush(force=True)
+    filler.unlink()
+    ckpt.history.flush(force=True)
+    ckpt.close()
+    assert [r["step"] for r in Store(root).history.read(ckpt.run)] == [1, 2, 3, 4]
 
 
 # --------------------------------------------------------------------------- locks on S3

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import secrets
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from .. import retention
 from ..storage import Store
+from .committing import is_full
 
 __all__ = ["History", "Schedule"]
 
@@ -73,6 +75,7 @@ class History:
         self._segment = self._new_segment_name()
         self._dirty = False
         self._last_flush = time.monotonic()
+        self._told_full = False
 
     @staticmethod
     def _new_segment_name() -> str:
@@ -93,10 +96,23 @@ class History:
         now = time.monotonic()
         if not self._dirty or (not force and now - self._last_flush < self.FLUSH_EVERY_S):
             return
-        self.store.ensure_writable()
-        self.store.history.write_segment(self.run, self._segment, self._rows)
-        self._dirty = False
         self._last_flush = now
+        try:
+            self.store.ensure_writable()
+            self.store.history.write_segment(self.run, self._segment, self._rows)
+        except OSError as err:
+            if not is_full(err):
+                raise
+            # Metrics are worth less than the training loop that records them: on a full
+            # disk they stay in memory, are written at a later flush, and the user is told once.
+            if not self._told_full:
+                warnings.warn(f"metric history of run {self.run!r} is not written: store "
+                              f"{self.store.url} is full; it is kept in memory and written "
+                              "once there is space", RuntimeWarning, stacklevel=3)
+                self._told_full = True
+            return
+        self._told_full = False
+        self._dirty = False
         if len(self._rows) >= self.store.history.SEGMENT_ROWS:
             self._rows = []
             self._segment = self._new_segment_name()
