@@ -81,6 +81,16 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab extension (``extension/`` built into ``labextension/``)."""
+    return [{"src": "labextension", "dest": "ckpt-notebook"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension: the REST API under ``{base_url}ckpt-notebook/api/``."""
+    return [{"module": "ckpt_notebook.server"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext ckpt_notebook``: registers the ``%checkpoint`` magic."""
     from .ui.magics import load_ipython_extension as load
