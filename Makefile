@@ -2,6 +2,7 @@
 # make test  - create .venv, install, run ruff, mypy, the import-linter contract and pytest
 # make bench - run the benchmarks; results go to benchmarks/results/
 # make lab   - start JupyterLab with the extension and examples/
+# make labextension - rebuild the JupyterLab extension (extension/) after editing it
 # make screenshots - retake docs/screenshots/ from the browser tests
 
 PYTHON ?= python3
@@ -9,14 +10,31 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+# The JupyterLab extension: pip install builds extension/ into ckpt_notebook/labextension/
+# (hatch-jupyter-builder runs npm install + npm run build:prod; node >= 20 and npm needed).
+LABEXT := ckpt_notebook/labextension/package.json
+LABEXT_SOURCES := $(wildcard extension/src/*.ts extension/style/*) extension/package.json \
+	extension/tsconfig.json package-lock.json
+NPM_RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm run --silent
 
-.PHONY: demo test lint typecheck contracts pytest bench lab clean browser screenshots
+.PHONY: demo test lint typecheck contracts pytest bench lab clean browser screenshots \
+	labextension tslint tscheck
 
-$(STAMP): pyproject.toml constraints.txt
+# The editable install copies the built extension into the venv; `jupyter-builder develop`
+# replaces the copy with a link to ckpt_notebook/labextension, so a rebuild shows at once.
+$(STAMP): pyproject.toml constraints.txt package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	$(VENV)/bin/jupyter-builder develop --overwrite . >/dev/null
 	touch $(STAMP)
+
+$(LABEXT): $(LABEXT_SOURCES) | $(STAMP)
+	test -d node_modules || npm install --no-audit --no-fund
+	$(NPM_RUN) build:prod
+	touch $(LABEXT)
+
+labextension: $(LABEXT)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
@@ -30,6 +48,13 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(VENV)/bin/lint-imports
 
+# The extension's TypeScript: type-checked (tsc --noEmit, strict) and linted (eslint).
+tscheck: $(STAMP)
+	$(NPM_RUN) typecheck
+
+tslint: $(STAMP)
+	$(NPM_RUN) lint
+
 # The browser tests drive Debian's chromium with Playwright (Playwright's own downloads are
 # not used); install it when it is missing (needs root, as in CI).
 browser:
@@ -38,10 +63,10 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 		|| { echo "could not install chromium: run as root, or apt-get install chromium"; exit 1; }; }
 
-pytest: $(STAMP) browser
+pytest: $(STAMP) $(LABEXT) browser
 	$(PY) -m pytest -q
 
-test: lint typecheck contracts pytest
+test: lint typecheck contracts tscheck tslint pytest
 
 screenshots: $(STAMP) browser
 	CKPT_NOTEBOOK_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_dashboard_browser.py -k screenshot
@@ -49,8 +74,10 @@ screenshots: $(STAMP) browser
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
-lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir examples
+# --allow-root only where make runs as root (containers, CI).
+lab: $(STAMP) $(LABEXT)
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir examples $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache node_modules extension/lib \
+		ckpt_notebook/labextension
