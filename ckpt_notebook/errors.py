@@ -10,6 +10,7 @@ what was wrong, where, and how to fix it. Backend errors are translated at the b
     │   └── StoreBusyError                    another process holds the store (gc vs. save)
     ├── CheckpointNotFoundError (LookupError) a REF that names no checkpoint
     ├── CheckpointExistsError (FileExistsError)  a write-once name is taken
+    ├── NeedsForceError (PermissionError)     deleting a named or pinned checkpoint, no force
     ├── IntegrityError (ValueError)           a blob does not match its hash
     ├── FormatError (ValueError)              a manifest this version cannot read
     ├── CaptureError (TypeError)              an object or value that cannot be saved
@@ -32,6 +33,7 @@ __all__ = [
     "FormatError",
     "IntegrityError",
     "InvalidNameError",
+    "NeedsForceError",
     "PickleRequiredError",
     "RestoreError",
     "StoreBusyError",
@@ -62,6 +64,10 @@ class CheckpointNotFoundError(CkptError, LookupError):
 
 class CheckpointExistsError(CkptError, FileExistsError):
     """A write-once checkpoint name is already taken."""
+
+
+class NeedsForceError(CkptError, PermissionError):
+    """Deleting a named or pinned checkpoint without ``force``: names are meant to stay."""
 
 
 class IntegrityError(CkptError, ValueError):

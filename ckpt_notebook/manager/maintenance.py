@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import retention
-from ..errors import CkptError, FormatError, IntegrityError
+from ..errors import CkptError, FormatError, IntegrityError, NeedsForceError
 from ..storage import GcReport, Store
 from ..types import CheckpointInfo
 from .refs import resolve_ref
@@ -121,10 +121,11 @@ def delete(store: Store, ref: str, *, force: bool = False) -> CheckpointInfo:
         store.delete(ref)  # a checkpoint that cannot be read: deleting it accepts the loss
         return CheckpointInfo(id=ref)
     if not force and info.named:
-        raise CkptError(f"{info.id} is a named (immutable) checkpoint; delete it with "
-                        "force=True (CLI: --force) if you really mean to")
+        raise NeedsForceError(f"{info.id} is a named (immutable) checkpoint; delete it with "
+                              "force=True (CLI: --force) if you really mean to")
     if not force and info.id in store.pins.ids():
-        raise CkptError(f"{info.id} is pinned; unpin it first or delete with force=True")
+        raise NeedsForceError(f"{info.id} is pinned; unpin it first or delete with "
+                              "force=True")
     store.delete(info.id)
     return info
 
