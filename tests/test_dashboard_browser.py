@@ -230,7 +230,6 @@ def test_pin_and_screenshot(page: Any, store: tuple[Path, list[str]], tmp_path: 
     assert ids[4] in pinned.inner_text()
     page.get_by_role("button", name="Diff").click()  # against its parent
     page.get_by_text("1 tensors differ").wait_for()
-    page.get_by_text(EVIL_RUN, exact=True).last.click()  # its metrics tab
     page.locator("canvas").first.wait_for()
     page.locator(".notyf__toast").last.wait_for(state="detached", timeout=WAIT_MS)
     shot = tmp_path / SCREENSHOT.name
@@ -279,6 +278,123 @@ def test_the_page_needs_its_token(page: Any, server: Server) -> None:
         pg.locator(".tabulator-row").first.wait_for(timeout=WAIT_MS)
     finally:
         context.close()
+
+
+FIND_MARKER_JS = """([title, ckpt]) => {
+  const seen = new Set(), queue = [...Bokeh.index]
+  while (queue.length) {
+    const view = queue.shift()
+    if (seen.has(view)) continue
+    seen.add(view)
+    const heading = view.model?.title?.text
+    if (view.frame != null && typeof heading === "string" && heading.startsWith(title)) {
+      for (const r of view.renderer_views.values()) {
+        const data = r.model.data_source?.data
+        const at = data?.id?.indexOf(ckpt) ?? -1
+        const marker = r.model.glyph?.marker
+        if (at < 0 || (marker?.value ?? marker) !== "circle") continue
+        view.el.scrollIntoView({block: "center"})
+        const box = view.canvas_view.el.getBoundingClientRect()
+        return {x: box.left + view.frame.x_scale.compute(data.x[at]),
+                y: box.top + view.frame.y_scale.compute(data.y[at]), canvas: box.top}
+      }
+    }
+    for (const child of view.children()) queue.push(child)
+  }
+  return null
+}"""
+
+
+def marker_position(page: Any, metric: str, ckpt: str) -> dict[str, float]:
+    """Where on the screen ``ckpt``'s marker is drawn on ``metric``'s plot (from BokehJS's
+    own scales, so the test clicks what a user sees)."""
+    page.wait_for_function(FIND_MARKER_JS, arg=[metric, ckpt])
+    return page.evaluate(FIND_MARKER_JS, [metric, ckpt])  # type: ignore[no-any-return]
+
+
+def test_one_plot_per_metric_and_a_marker_click_selects(page: Any,
+                                                        store: tuple[Path, list[str]]) -> None:
+    _, ids = store
+    page.locator("select").nth(0).select_option(label=EVIL_RUN)
+    row(page, ids[5]).wait_for(state="detached")
+    chip = page.locator(".choices__item", has_text="run</i>").first  # the runs chooser
+    chip.wait_for()
+    assert chip.inner_text().startswith(EVIL_RUN) and page.locator(".choices i").count() == 0
+    # two metrics of different scales: two plots, each with its own y axis
+    other = marker_position(page, EVIL_METRIC, ids[2])
+    at = marker_position(page, "loss", ids[2])
+    assert at["canvas"] != other["canvas"] or at["x"] != other["x"]  # not the same canvas
+    page.mouse.click(at["x"], at["y"])
+    page.locator("pre", has_text=f"run {EVIL_RUN}  step 60").first.wait_for()
+    selected = page.locator(".tabulator-row.tabulator-selected").first
+    selected.wait_for()
+    assert ids[2] in selected.inner_text()  # the table follows a selection made on a plot
+    page.locator("select").nth(0).select_option(label="all runs")
+    row(page, ids[5]).wait_for()
+
+
+def test_a_failed_diff_replaces_the_result_next_to_the_button(page: Any,
+                                                              store: tuple[Path, list[str]],
+                                                              ) -> None:
+    _, ids = store
+    row(page, ids[3]).click()
+    page.locator("pre", has_text=f"run {EVIL_RUN}  step 80").first.wait_for()
+    diff_btn = page.get_by_role("button", name="Diff", exact=True)
+    diff_btn.click()  # against its parent
+    ok = page.locator(".ckpt-feedback-ok[data-for=diff]", has_text="tensors differ")
+    ok.wait_for()
+    page.get_by_placeholder("id, name, latest, best.loss").fill("no-such-checkpoint")
+    diff_btn.click()
+    error = page.locator(".ckpt-feedback-error[data-for=diff]")
+    error.wait_for()
+    assert "no-such-checkpoint" in error.inner_text()
+    assert page.get_by_text("tensors differ").count() == 0  # the stale result is gone
+    button_box, error_box = diff_btn.bounding_box(), error.bounding_box()
+    assert 0 <= error_box["y"] - button_box["y"] < 120  # right under the button
+    assert abs(error_box["x"] - button_box["x"]) < 600
+
+
+def test_the_page_fits_a_notebook_wide_area(page: Any) -> None:
+    page.set_viewport_size({"width": 1000, "height": 1000})
+    try:
+        page.get_by_role("button", name="Copy to name").wait_for()
+        page.wait_for_timeout(500)  # let the flex rows settle
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the page scrolls sideways by {overflow}px at 1000px"
+        copy_box = page.get_by_role("button", name="Copy to name").bounding_box()
+        assert copy_box["x"] + copy_box["width"] <= 1000  # not cut off
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+@pytest.mark.parametrize("width", [1600, 1920, 2560])
+def test_prune_confirmation_is_clickable_with_a_checkpoint_selected(
+        page: Any, store: tuple[Path, list[str]], width: int) -> None:
+    _, ids = store
+    page.set_viewport_size({"width": width, "height": 1100})
+    try:
+        row(page, ids[4]).click()
+        page.locator("pre", has_text=f"run {EVIL_RUN}  step 100").first.wait_for()
+        page.get_by_role("button", name="Prune now...").click()
+        cancel = page.get_by_role("button", name="Cancel").last
+        yes = page.get_by_role("button", name="Yes, prune now")
+        yes.wait_for()
+        # Playwright clicks only what is on top at the button's centre: a card laid over the
+        # button would intercept the click and fail the test
+        cancel.click(timeout=5000)
+        yes.wait_for(state="hidden")
+        page.get_by_role("button", name="Prune now...").click()
+        if width != 2560:
+            page.get_by_role("button", name="Cancel").last.click(timeout=5000)
+            yes.wait_for(state="hidden")
+            return
+        yes.click(timeout=5000)
+        done = page.locator(".ckpt-feedback-ok[data-for=storage]")
+        done.wait_for()
+        assert "removed" in done.inner_text() or "pruned" in done.inner_text()
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_a_save_from_another_process_appears_live(page: Any, store: tuple[Path, list[str]],

@@ -146,6 +146,59 @@ def test_history_marks_checkpoints_and_best(model: DashboardModel, ids: dict[str
     assert model.history("b")["series"] == {}  # saved without step(): no history
 
 
+def test_plot_data_one_entry_per_metric_with_a_line_per_run(model: DashboardModel,
+                                                            ids: dict[str, str]) -> None:
+    assert model.plotted_runs() == ["b"]  # the newest run by default
+    model.plot_runs = ["a", "b"]
+    data = model.plot_data()
+    assert list(data) == ["loss"]  # each metric gets its own plot (its own y axis)
+    lines = data["loss"]["lines"]
+    assert sorted(lines) == ["a", "b"]  # runs side by side on one plot
+    assert lines["a"]["x"] == list(range(1, 41)) and lines["a"]["y"][0] == 1.0
+    assert lines["b"] == {"x": [5.0], "y": [0.9], "raw": [0.9], "step": [5]}  # from its save
+    marks = data["loss"]["marks"]
+    by_ckpt = dict(zip(marks["id"], zip(marks["x"], marks["y"], marks["best"], strict=True),
+                       strict=True))
+    assert by_ckpt[ids["a/20"]] == (20.0, 0.2, True)  # the kept-best one
+    assert by_ckpt[ids["a/30"]] == (30.0, 0.4, False) and by_ckpt[ids["b/5"]][:2] == (5.0, 0.9)
+    model.run_filter = "a"  # the plots follow the run filter
+    assert model.plotted_runs() == ["a"] and list(model.plot_data()["loss"]["lines"]) == ["a"]
+
+
+def test_plot_data_wall_clock_smoothing_and_log(model: DashboardModel, ids: dict[str, str],
+                                                ) -> None:
+    from ckpt_notebook.ui.dashboard.series import smooth, to_ms
+
+    model.plot_runs = ["a"]
+    model.x_axis = "time"
+    loss = model.plot_data()["loss"]
+    xs = loss["lines"]["a"]["x"]
+    assert xs == sorted(xs) and xs[0] > 1.6e12  # epoch milliseconds (a datetime axis)
+    info = next(i for i in model.infos if i.id == ids["a/20"])
+    assert loss["marks"]["x"][loss["marks"]["id"].index(ids["a/20"])] == to_ms(info.created)
+    model.x_axis = "step"
+    model.smoothing = 0.9
+    line = model.plot_data()["loss"]["lines"]["a"]
+    assert line["raw"][:2] == [1.0, 0.5] and line["y"][0] == 1.0  # debiased: starts at 1.0
+    assert line["y"][1] == pytest.approx((0.9 * 0.1 * 1.0 + 0.1 * 0.5) / (1 - 0.9 ** 2))
+    assert smooth([1.0, 2.0, 3.0], 0.0) == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError):
+        model.smoothing = 1.5  # bounded
+    model.smoothing = 0.0
+    model.store.history.write_segment("a", "neg", [
+        {"step": 41, "time": time.time(), "metrics": {"loss": -1.0}}])
+    model.log_scale = True
+    loss = model.plot_data()["loss"]
+    assert loss["dropped"] == 1 and min(loss["lines"]["a"]["y"]) > 0  # a log axis has no <= 0
+    model.log_scale = False
+    assert model.plot_data()["loss"]["dropped"] == 0
+
+
+def test_select_from_a_plot(model: DashboardModel, ids: dict[str, str]) -> None:
+    assert model.select(ids["a/30"]) and model.selected == ids["a/30"]
+    assert not model.select("20990101-000000-gone00") and model.selected == ids["a/30"]
+
+
 def test_details(model: DashboardModel, ids: dict[str, str]) -> None:
     d = model.details(ids["a/20"])
     objects = {o["object"]: o for o in d["objects"]}
@@ -297,20 +350,78 @@ def test_view_renders_the_model_escaped(model: DashboardModel, ids: dict[str, st
     assert df["size"].dtype.kind in "iuf"  # numbers, so the column sorts by size
     model.run_filter = "b"
     assert list(view.table.value["id"]) == [ids["b/5"]]
-    assert [p.name for p in view.plots.objects] == ["b"]
+    assert list(view.metrics.runs.value) == ["b"] and list(view.metrics.plots) == ["loss"]
     model.run_filter = ""
     model.selected = ids["a/40"]
     assert "&lt;b&gt;x&lt;/b&gt;" in view.details.object and TAG not in view.details.object
     assert view.restore_line.value == f"%checkpoint restore {ids['a/40']}"
     assert view.compare.value == ids["a/30"]  # its parent, ready to diff
     view._on_diff()
-    assert "tensors differ" in view.diff_text.object
+    assert "tensors differ" in view.diff_note.text and view.diff_note.kind == "ok"
     view.copy_name.value = "<i>bad</i>"
     view._on_copy()
     wait_until(lambda: notes.sent)
     kind, message = notes.sent[-1]
     assert kind == "error" and "&lt;i&gt;bad&lt;/i&gt;" in message and "<i>" not in message
-    assert "&lt;i&gt;" in view.status_line.object
+    assert "&lt;i&gt;" in view.copy_note.pane.object and "<i>" not in view.copy_note.pane.object
+
+
+def test_feedback_is_next_to_the_action_and_replaces_stale_results(
+        model: DashboardModel, ids: dict[str, str]) -> None:
+    from ckpt_notebook.ui.dashboard.views import DashboardView
+
+    view = DashboardView(model, notifications=Notes())
+    model.selected = ids["a/40"]
+    view._on_diff()  # against its parent
+    assert view.diff_note.kind == "ok" and len(view.diff_table.objects) == 1
+    view.compare.value = "no-such-checkpoint"
+    view._on_diff()
+    assert view.diff_note.kind == "error" and "no-such-checkpoint" in view.diff_note.text
+    assert view.diff_table.objects == []  # the last result is gone, not left on show
+    assert view.actions_note.kind == "" and view.copy_note.kind == ""  # only the diff's
+    view._on_pin()
+    assert view.actions_note.kind == "ok" and "pinned" in view.actions_note.text
+    model.selected = ids["a/30"]  # another checkpoint: the old outcomes are stale
+    assert view.actions_note.kind == "" and view.diff_note.kind == ""
+    assert view.compare.value == ids["a/20"]  # and it diffs against its own parent
+    view._on_prune_ask()
+    assert view.prune_confirm.visible and "Remove" in view.prune_question.object
+    view._on_prune()
+    assert wait_until(lambda: view.storage_note.kind == "ok")
+    assert "removed" in view.storage_note.text or "pruned" in view.storage_note.text
+
+
+def test_plots_one_per_metric_and_a_marker_click_selects(store: Path, ids: dict[str, str],
+                                                         ) -> None:
+    from bokeh.models import Scatter, TapTool
+
+    from ckpt_notebook.ui.dashboard.views import DashboardView
+
+    Store(str(store)).pins.add(ids["a/30"])  # kept through the prune after the next save
+    Checkpointer(str(store), run="c", model=torch.nn.Linear(2, 2), rng=False,
+                 async_save=False).save(step=3, metrics={"loss": 0.6, "acc": 0.7})
+    model = DashboardModel(str(store))
+    view = DashboardView(model)
+    model.plot_runs = ["a", "c"]
+    assert sorted(view.metrics.plots) == ["acc", "loss"]  # loss and accuracy: two plots
+    loss = view.metrics.plots["loss"]
+    assert sorted(loss.lines) == ["a", "c"]  # runs side by side
+    assert loss.colors["a"] != loss.colors["c"]
+    assert any(isinstance(t, TapTool) for t in loss.figure.tools)
+    stars = [r for r in loss.figure.renderers
+             if isinstance(r.glyph, Scatter) and r.glyph.marker == "star"]
+    assert len(stars) == 1 and stars[0].data_source.data["id"] == [ids["a/20"]]
+    # a click on a marker (what the TapTool does in the page) selects its checkpoint
+    at = loss.marks.data["id"].index(ids["a/30"])
+    loss.marks.selected.indices = [at]
+    assert model.selected == ids["a/30"]
+    assert loss.ring.data["x"] == [30.0]  # the selected checkpoint is ringed on the plot
+    assert view.table.selection == [list(view.table.value["id"]).index(ids["a/30"])]
+    model.x_axis = "time"
+    assert view.metrics.plots["loss"] is not loss  # a datetime axis needs a new figure
+    assert type(view.metrics.plots["loss"].figure.below[0]).__name__ == "DatetimeAxis"
+    model.log_scale = True
+    assert view.metrics.plots["loss"].figure.y_scale.__class__.__name__ == "LogScale"
 
 
 def test_view_copy_runs_in_the_background(model: DashboardModel, ids: dict[str, str]) -> None:
@@ -326,17 +437,17 @@ def test_view_copy_runs_in_the_background(model: DashboardModel, ids: dict[str, 
     assert view.copy_btn.disabled is False and view.copy_progress.visible is False
 
 
-def test_run_figure_marks_checkpoints_and_best(model: DashboardModel) -> None:
+def test_metric_plot_marks_checkpoints_and_best(model: DashboardModel) -> None:
     from bokeh.models import Scatter
 
-    from ckpt_notebook.ui.dashboard.plots import run_figure
+    from ckpt_notebook.ui.dashboard.plots import MetricPlot
 
-    fig = run_figure("a", model.history("a"))
-    markers = [r.glyph.marker for r in fig.renderers if isinstance(r.glyph, Scatter)]
+    plot = MetricPlot("loss", model.plot_data(["a"])["loss"], ["a"])
+    markers = [r.glyph.marker for r in plot.figure.renderers if isinstance(r.glyph, Scatter)]
     assert "star" in markers  # the kept-best checkpoint
-    sizes = sorted(len(r.data_source.data["step"]) for r in fig.renderers
+    sizes = sorted(len(r.data_source.data["x"]) for r in plot.figure.renderers
                    if isinstance(r.glyph, Scatter))
-    assert sizes == [1, 4]  # one best, four saved
+    assert sizes == [0, 1, 4]  # no selection ring, one best, four saved
 
 
 def test_summary_loads_in_the_background(model: DashboardModel) -> None:
@@ -417,13 +528,15 @@ def test_plot_follows_new_history_in_place(model: DashboardModel) -> None:
 
     view = DashboardView(model)
     model.run_filter = "a"
-    plot = view._run_plots["a"]
-    assert len(plot.sources["loss", "line"].data["step"]) == 40
+    plot = view.metrics.plots["loss"]
+    assert len(plot.lines["a"].data["x"]) == 40
     model.store.history.write_segment("a", "later", [
         {"step": s, "time": time.time() + s, "metrics": {"loss": 0.01}} for s in range(41, 51)])
     view.on_store_change({"history"})
-    assert view._run_plots["a"] is plot  # the same figure, new data (no rebuild, zoom kept)
-    assert plot.sources["loss", "line"].data["step"][-1] == 50
+    assert view.metrics.plots["loss"] is plot  # the same figure, new data (zoom kept)
+    assert plot.lines["a"].data["x"][-1] == 50
+    model.smoothing = 0.5  # a faint raw line appears: a new figure
+    assert view.metrics.plots["loss"] is not plot
 
 
 # -- serving ----------------------------------------------------------------------------------

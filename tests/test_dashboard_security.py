@@ -342,8 +342,8 @@ def test_the_page_deletes_a_pinned_checkpoint_only_with_force_ticked(
     view._on_delete_ask()
     assert view.delete_force.visible and "tick force" in view.delete_question.object
     view._on_delete()  # force not ticked
-    assert model.store.exists(pinned) and "error: " in view.status_line.object
-    assert "pinned" in view.status_line.object and view.delete_confirm.visible
+    assert model.store.exists(pinned) and view.actions_note.kind == "error"
+    assert "pinned" in view.actions_note.text and view.delete_confirm.visible
     view.delete_force.value = True
     view._on_delete()
     assert not model.store.exists(pinned) and not view.delete_confirm.visible

@@ -137,10 +137,27 @@ def _kind(rel: str) -> str | None:
     return "history" if top == "runs" else None
 
 
-def _extension() -> None:
+def _extension(*, inline: bool = False) -> None:
+    """Load Panel's extensions; ``inline``: into a notebook, with no network.
+
+    In a notebook Panel publishes BokehJS, Panel's JS and CSS as one load bundle
+    (``application/vnd.holoviews_load.v0+json``, executed by the ``@pyviz/jupyterlab_pyviz``
+    lab extension that ships with pyviz_comms, a Panel dependency). By default that bundle
+    and the output's stylesheets point at cdn.bokeh.org, cdn.holoviz.org and cdn.jsdelivr.net:
+    offline the cell stays blank and only the browser console says "Bokeh or Panel library is
+    missing". ``inline=True`` (Panel's ``config.inline``) puts the JS and CSS into the output
+    itself (~3.6 MB once per ``%checkpoint dashboard`` cell; the lab extension holds the comm
+    machinery, not BokehJS, so there is no installed copy to reuse instead). What CDN addresses
+    are left in the bundle are fallbacks it never fetches in JupyterLab (a require.js path
+    table, "skip if already loaded" lists); tests/test_dashboard_offline.py runs it in
+    JupyterLab with every non-loopback request refused.
+
+    The standalone server (``inline=False``) serves the same files from its own
+    ``/static/`` routes: never a CDN either.
+    """
     import panel as pn
 
-    pn.extension("tabulator", notifications=True)
+    pn.extension("tabulator", notifications=True, inline=inline)
 
 
 def build(store: str | Store | None = None, *, watcher: StoreWatcher | None = None) -> Any:
@@ -189,7 +206,7 @@ def _warm_up(store: Store) -> None:
 def inline(store: str | Store | None = None) -> Any:
     """The dashboard as a Panel object for a notebook cell (``%checkpoint dashboard``); it
     follows the store live (the watcher runs in a thread, so it updates while a cell runs)."""
-    _extension()
+    _extension(inline=True)
     store = store if isinstance(store, Store) else Store(store)
     return build(store, watcher=StoreWatcher(store))
 

@@ -25,6 +25,7 @@ from ...retention import Status, metric_mode
 from ...storage import Store
 from ...types import CheckpointInfo, format_bytes
 from ..render import short_time
+from .series import X_AXES, metric_plots
 
 __all__ = ["DashboardModel", "Outcome", "private_destination", "store_mode"]
 
@@ -55,6 +56,15 @@ class DashboardModel(param.Parameterized):
     selected = param.String(default="", doc="the checkpoint the details and actions are about")
     compare_to = param.String(default="", doc="a second checkpoint to diff against")
     version = param.Integer(default=0, doc="bumped on every refresh, for views to watch")
+    # the metric plots
+    plot_runs = param.List(default=[], item_type=str,
+                           doc="runs drawn together on the plots ([]: the run filter's run, "
+                               "else the newest run)")
+    x_axis: param.Selector = param.Selector(default="step", objects=list(X_AXES),
+                            doc="the plots' x axis: training step or wall-clock time")
+    log_scale = param.Boolean(default=False, doc="log-scaled y axes")
+    smoothing = param.Number(default=0.0, bounds=(0.0, 0.99),
+                             doc="exponential moving average weight of the lines (0: raw)")
 
     def __init__(self, store: str | Store | None = None, **params: Any) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
@@ -150,12 +160,50 @@ class DashboardModel(param.Parameterized):
         for i in self.infos:
             if i.run == run and i.step is not None:
                 status = self.statuses.get(i.id)
-                best_of = [r[len("best "):].rsplit(" #", 1)[0]
-                           for r in (status.reasons if status else ()) if r.startswith("best ")]
+                best_of = _best_of(status)
                 marks.append({"id": i.id, "step": i.step, "metrics": dict(i.metrics),
                               "kept_best": bool(best_of), "best_of": best_of,
                               "status": status.label if status else ""})
         return {"series": series, "checkpoints": marks}
+
+    @param.depends("run_filter", watch=True)
+    def _plots_follow_the_filter(self) -> None:
+        self.plot_runs = [self.run_filter] if self.run_filter else []
+
+    def plotted_runs(self) -> list[str]:
+        """The runs the plots show: those chosen, else the run filter's, else the newest."""
+        runs = self.runs
+        chosen = [r for r in self.plot_runs if r in runs]
+        if chosen:
+            return chosen
+        if self.run_filter in runs:
+            return [self.run_filter]
+        newest = next((i.run for i in reversed(self.infos) if i.run), None)
+        return [newest] if newest else []
+
+    def plot_data(self, runs: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """One entry per metric of ``runs`` (default :meth:`plotted_runs`): a line per run
+        and a marker per checkpoint, on this model's x axis, smoothing and log scale (see
+        :func:`.series.metric_plots`)."""
+        runs = self.plotted_runs() if runs is None else runs
+        histories = {run: self.store.history.read(run) for run in runs}
+        marks = []
+        for i in self.infos:
+            if i.run in histories and i.step is not None:
+                status = self.statuses.get(i.id)
+                marks.append({"id": i.id, "run": i.run, "step": i.step, "created": i.created,
+                              "metrics": dict(i.metrics),
+                              "status": status.label if status else "",
+                              "best_of": _best_of(status)})
+        return metric_plots(histories, marks, x_axis=self.x_axis, smoothing=self.smoothing,
+                            log=self.log_scale)
+
+    def select(self, ckpt_id: str) -> bool:
+        """Select a listed checkpoint (a plot marker was clicked); ``False`` if it is gone."""
+        if any(i.id == ckpt_id for i in self.infos):
+            self.selected = ckpt_id
+            return True
+        return False
 
     def details(self, ckpt_id: str) -> dict[str, Any]:
         doc = self.manifest(ckpt_id)
@@ -256,6 +304,12 @@ class DashboardModel(param.Parameterized):
         return _outcome(lambda: (maintenance.request_save(self.store, by="dashboard") and
                                  "save requested: the running training loop saves at its "
                                  "next step()"))
+
+
+def _best_of(status: Status | None) -> list[str]:
+    """The metrics a checkpoint is kept as best by (``best loss #1`` -> ``loss``)."""
+    return [r[len("best "):].rsplit(" #", 1)[0]
+            for r in (status.reasons if status else ()) if r.startswith("best ")]
 
 
 # -- permissions of what a copy writes -------------------------------------------------------

@@ -1,9 +1,18 @@
 """The dashboard's Panel views: they render a :class:`DashboardModel` and call its actions.
 
-Everything users wrote (tags, metric, run and notebook names, error messages that quote
-them) reaches the page as text: table cells through Tabulator's string formatter, the rest
-through :func:`text_pane` (``html.escape`` in a ``<pre>``; Panel's own ``Str`` pane
-un-escapes in the browser, so it is not used); plots draw text on a canvas.
+Layout: header, filters and the checkpoint table, then the Metrics card (:mod:`.views_plots`)
+beside the Selected-checkpoint card, then Storage beside Diff. Sections sit in wrapping flex
+rows, so the page fits a notebook cell (~1000 px: one column, no sideways scrolling) and spreads
+into two columns in a wide JupyterLab area or browser window; nothing is laid over anything
+else, so every button stays clickable at any width.
+
+Feedback: every action's outcome appears in a :class:`.widgets.Feedback` line right under the
+buttons that started it (and as a notification where the page has them), replacing the last
+one; selecting another checkpoint clears the stale ones, and a failed Diff clears the previous
+result.
+
+Everything users wrote reaches the page as text: table cells through Tabulator's string
+formatter, the rest through :func:`.widgets.text_pane`; plots draw text on a canvas.
 
 Threads: background work (copy, verify, prune, the storage summary, the store watcher's
 reloads) never touches widgets directly; it hands UI updates to :class:`UiLoop`, which runs
@@ -26,64 +35,22 @@ from bokeh.models.widgets.tables import NumberFormatter
 
 from ...types import format_bytes
 from .model import DashboardModel, Outcome
-from .plots import RunPlot
+from .views_plots import MetricsView
+from .widgets import COLOR, Feedback, UiLoop, label, pre, small_table, text_pane, wrap_row
 
 __all__ = ["DashboardView", "UiLoop", "text_pane"]
 
 PAGE_SIZE = 15
 ALL_RUNS, ALL_TAGS = "all runs", "all tags"
 SUMMARY_DELAY_S = 0.5  # after a live update, let the table and plot reach the page first
-MAX_PLOTTED_RUNS = 8
 _PROGRESS_INTERVAL_S = 0.1
+_PLOT_MODEL_PARAMS = {"plot_runs", "x_axis", "log_scale", "smoothing", "run_filter"}
 _COPY_JS = """
 const label = btn.label
 const show = (text) => { btn.label = text; setTimeout(() => { btn.label = label }, 2000) }
 navigator.clipboard.writeText(line.value).then(
   () => show('Copied'), () => show('Select the line and copy it'))
 """
-# Panel 1.9 renames widget ``name`` to ``label`` and ``button_type`` to ``color``; 1.4 has
-# only the old names.
-_LABEL = "label" if "label" in pn.widgets.Button.param else "name"
-_COLOR = "color" if "color" in pn.widgets.Button.param else "button_type"
-
-
-def _label(text: str) -> dict[str, str]:
-    return {_LABEL: text}
-
-
-class UiLoop:
-    """Runs UI updates on the thread that owns the Bokeh document (thread-safe)."""
-
-    def __init__(self, doc: Any = None) -> None:
-        self.doc = doc if doc is not None and doc.session_context is not None else None
-        self.thread = threading.get_ident()
-        self.closed = False
-
-    @classmethod
-    def current(cls) -> UiLoop:
-        return cls(pn.state.curdoc)
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> None:
-        if self.closed:
-            return
-        if self.doc is None or threading.get_ident() == self.thread:
-            fn(*args)
-        else:
-            try:
-                self.doc.add_next_tick_callback(partial(fn, *args))
-            except Exception:  # the session is gone
-                self.closed = True
-
-
-def _pre(text: str, max_height: int | None = None) -> str:
-    """Plain text as HTML: escaped, in a <pre> that wraps (and scrolls past max_height)."""
-    scroll = f"max-height:{max_height}px;overflow:auto;" if max_height else ""
-    return (f"<pre style='margin:0;white-space:pre-wrap;font-size:12.5px;{scroll}'>"
-            f"{html.escape(text)}</pre>")
-
-
-def text_pane(text: str = "", **params: Any) -> pn.pane.HTML:
-    return pn.pane.HTML(_pre(text), **params)
 
 
 def _text(value: Any) -> str:
@@ -112,10 +79,10 @@ def _bytes_formatter() -> NumberFormatter:
     return NumberFormatter(format="0.[0] b", nan_format="-", text_align="right")
 
 
-def _small_table(rows: list[dict[str, Any]], columns: list[str]) -> pn.widgets.Tabulator:
-    return pn.widgets.Tabulator(pd.DataFrame(rows, columns=columns), disabled=True,
-                                show_index=False, selectable=False, layout="fit_data_table",
-                                sizing_mode="stretch_width", max_height=260)
+def _card(title: str, *objects: Any, flex: str) -> pn.Card:
+    """A section that takes its share of a wrapping row (``flex``: grow, shrink, basis)."""
+    return pn.Card(*objects, title=title, collapsible=False, sizing_mode="stretch_width",
+                   min_width=0, styles={"flex": flex, "min-width": "0"}, margin=(5, 5))
 
 
 class DashboardView:
@@ -131,15 +98,14 @@ class DashboardView:
         self.loaded = False
         self._summary_lock = threading.Lock()
         self._summary_state = "idle"  # idle | running | dirty
-        self._run_plots: dict[str, RunPlot] = {}
-        self._plot_boxes: dict[str, pn.Column] = {}
         self._changes: set[str] = set()
         self._changes_lock = threading.Lock()
+        self._shown = ""
         self._build_widgets()
         self.panel = self._layout()
         self._render_table()
         self._render_selected()
-        for name in ("version", "run_filter", "tag_filter", "selected"):
+        for name in ("version", "run_filter", "tag_filter", "selected", *_PLOT_MODEL_PARAMS):
             model.param.watch(partial(self._from_model, name), name)
         if not defer:
             self.load_rest()
@@ -149,119 +115,129 @@ class DashboardView:
         if self.loaded:
             return
         self.loaded = True
-        self._render_plots()
+        self.metrics.render()
         self.lower.objects = self._lower_sections()
         self.refresh_summary()
 
     # -- building -------------------------------------------------------------------------
     def _build_widgets(self) -> None:
         m = self.model
-        self.run_select = pn.widgets.Select(**_label("Run"), width=200)
-        self.tag_select = pn.widgets.Select(**_label("Tag"), width=200)
+        self.run_select = pn.widgets.Select(**label("Run"), width=200)
+        self.tag_select = pn.widgets.Select(**label("Tag"), width=200)
         self._set_filter_options()
         self.run_select.param.watch(lambda e: setattr(m, "run_filter", e.new), "value")
         self.tag_select.param.watch(lambda e: setattr(m, "tag_filter", e.new), "value")
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(), pagination="remote", page_size=PAGE_SIZE, selectable=1,
             disabled=True, show_index=False, hidden_columns=["name"], layout="fit_data_fill",
-            sizing_mode="stretch_width", titles=self._titles(),
+            sizing_mode="stretch_width", min_width=0, titles=self._titles(),
             widths={"status": 230, "tags": 220},
             formatters={"size": _bytes_formatter(), "new": _bytes_formatter(),
                         "pinned": {"type": "tickCross", "crossElement": False}})
         self.table.param.watch(self._on_selection, "selection")
-        self.plots = pn.Tabs(dynamic=True, sizing_mode="stretch_width")
-        self.plots.param.watch(self._fill_plot, "active")
-        self.status_line = text_pane("", styles={"color": "#555"}, sizing_mode="stretch_width")
+        self.metrics = MetricsView(m, self.loop)
+        # feedback lines, each under the buttons whose outcome it shows
+        self.header_note = Feedback("request-save")
+        self.storage_note = Feedback("storage")
+        self.actions_note = Feedback("checkpoint")
+        self.copy_note = Feedback("copy")
+        self.diff_note = Feedback("diff")
         self.summary = text_pane("storage: computing...", sizing_mode="stretch_width")
-        self.request_btn = self._button("Request save", self._on_request_save, "primary")
-        self.preview_btn = self._button("Prune preview", self._on_prune_preview)
-        self.prune_btn = self._button("Prune now...", self._on_prune_ask, "warning")
-        self.prune_confirm, self.prune_question = self._confirm_row("Prune now", self._on_prune)
-        # the selected checkpoint
-        self.details = text_pane("Select a checkpoint in the table.",
-                                   sizing_mode="stretch_width")
+        self.request_btn = self._button("Request save", self._on_request_save,
+                                        self.header_note, "primary")
+        self.preview_btn = self._button("Prune preview", self._on_prune_preview,
+                                        self.storage_note)
+        self.prune_btn = self._button("Prune now...", self._on_prune_ask, self.storage_note,
+                                      "warning")
+        self.prune_confirm, self.prune_question = self._confirm_row(
+            "Prune now", self._on_prune, self.storage_note)
+        self._build_selected_widgets()
+
+    def _build_selected_widgets(self) -> None:
+        self.details = text_pane("Select a checkpoint in the table or on a plot.",
+                                 sizing_mode="stretch_width")
         self.objects = pn.Column(sizing_mode="stretch_width")  # tables made on selection
         self.metadata = text_pane("", sizing_mode="stretch_width")
-        self.restore_line = pn.widgets.TextInput(**_label("Restore line"), width=360)
-        self.copy_line_btn = pn.widgets.Button(**_label("Copy restore line"), width=160,
+        self.restore_line = pn.widgets.TextInput(**label("Restore line"), width=340)
+        self.copy_line_btn = pn.widgets.Button(**label("Copy restore line"), width=160,
                                                align="end")
         self.copy_line_btn.js_on_click(args={"line": self.restore_line,
                                              "btn": self.copy_line_btn}, code=_COPY_JS)
-        self.pin_btn = self._button("Pin", self._on_pin)
-        self.unpin_btn = self._button("Unpin", self._on_unpin)
-        self.verify_btn = self._button("Verify", self._on_verify)
-        self.delete_btn = self._button("Delete...", self._on_delete_ask, "danger")
+        note = self.actions_note
+        self.pin_btn = self._button("Pin", self._on_pin, note)
+        self.unpin_btn = self._button("Unpin", self._on_unpin, note)
+        self.verify_btn = self._button("Verify", self._on_verify, note)
+        self.delete_btn = self._button("Delete...", self._on_delete_ask, note, "danger")
         # named and pinned checkpoints are deleted only with "force" ticked, as in the CLI
-        self.delete_force = pn.widgets.Checkbox(**_label("force (named or pinned)"),
+        self.delete_force = pn.widgets.Checkbox(**label("force (named or pinned)"),
                                                 value=False, align="center")
         self.delete_confirm, self.delete_question = self._confirm_row(
-            "Delete", self._on_delete, self.delete_force)
-        self.copy_name = pn.widgets.TextInput(**_label("Named checkpoint"),
-                                              placeholder="e.g. baseline-v1", width=220)
-        self.copy_dest = pn.widgets.TextInput(**_label("Destination store (empty: this one)"),
+            "Delete", self._on_delete, note, self.delete_force)
+        self.copy_name = pn.widgets.TextInput(**label("Named checkpoint"),
+                                              placeholder="e.g. baseline-v1", width=200)
+        self.copy_dest = pn.widgets.TextInput(**label("Destination store (empty: this one)"),
                                               placeholder="/path or s3://bucket/prefix",
-                                              width=300)
-        self.copy_btn = self._button("Copy to name", self._on_copy, "primary")
+                                              width=260)
+        self.copy_btn = self._button("Copy to name", self._on_copy, self.copy_note, "primary")
         self.copy_progress = pn.indicators.Progress(value=0, max=1000, width=240,
                                                     visible=False, align="center")
         self.copy_rate = text_pane("", align="center")
-        self.compare = pn.widgets.TextInput(**_label("Compare with (REF)"), width=300,
+        self.compare = pn.widgets.TextInput(**label("Compare with (REF)"), width=300,
                                             placeholder="id, name, latest, best.loss")
-        self.diff_btn = self._button("Diff", self._on_diff)
-        self.diff_text = text_pane("", sizing_mode="stretch_width")
+        self.diff_btn = self._button("Diff", self._on_diff, self.diff_note)
         self.diff_table = pn.Column(sizing_mode="stretch_width")
 
-    def _button(self, label: str, handler: Callable[[], None], kind: str = "default",
-                ) -> pn.widgets.Button:
-        btn = pn.widgets.Button(**_label(label), **{_COLOR: kind}, align="end")
-        btn.on_click(lambda _e: self._guard(handler))
+    def _button(self, text: str, handler: Callable[[], None], note: Feedback,
+                kind: str = "default") -> pn.widgets.Button:
+        btn = pn.widgets.Button(**label(text), **{COLOR: kind}, align="end")
+        btn.on_click(lambda _e: self._guard(handler, note))
         return btn
 
-    def _confirm_row(self, label: str, handler: Callable[[], None], *extra: Any,
-                     ) -> tuple[pn.Column, pn.pane.HTML]:
+    def _confirm_row(self, text: str, handler: Callable[[], None], note: Feedback,
+                     *extra: Any) -> tuple[pn.Column, pn.pane.HTML]:
         """The question on one line, then ``extra`` (a "force" box), yes and cancel."""
-        text = text_pane("", sizing_mode="stretch_width")
-        yes = self._button(f"Yes, {label.lower()}", handler, "danger")
-        no = pn.widgets.Button(**_label("Cancel"), align="end")
-        box = pn.Column(text, pn.Row(*extra, yes, no), visible=False,
-                        sizing_mode="stretch_width", styles={"background": "#fff3f3"})
+        question = text_pane("", sizing_mode="stretch_width")
+        yes = self._button(f"Yes, {text.lower()}", handler, note, "danger")
+        no = pn.widgets.Button(**label("Cancel"), align="end")
+        box = pn.Column(question, wrap_row(*extra, yes, no), visible=False,
+                        sizing_mode="stretch_width",
+                        styles={"background": "#fff3f3", "border-radius": "4px"})
         no.on_click(lambda _e: setattr(box, "visible", False))
-        return box, text
+        return box, question
 
     def _layout(self) -> pn.Column:
         store = html.escape(self.model.store_url)
-        header = pn.Row(
+        header = wrap_row(
             pn.pane.HTML(f"<h2 style='margin:0'>ckpt_notebook checkpoints</h2>"
-                         f"<code>{store}</code>", sizing_mode="stretch_width"),
-            self.request_btn, sizing_mode="stretch_width")
-        self.lower = pn.Row(sizing_mode="stretch_width")
-        return pn.Column(
-            header,
-            pn.Row(self.run_select, self.tag_select, self.status_line,
-                   sizing_mode="stretch_width"),
-            self.table, self.lower, sizing_mode="stretch_width", styles={"padding": "0 12px"})
+                         f"<code style='overflow-wrap:anywhere'>{store}</code>",
+                         sizing_mode="stretch_width", min_width=0, styles={"flex": "1 1 300px"}),
+            pn.Column(self.request_btn, self.header_note.pane, width=320),
+            justify_content="space-between")
+        self.lower = pn.Column(sizing_mode="stretch_width", min_width=0)
+        return pn.Column(header, wrap_row(self.run_select, self.tag_select), self.table,
+                         self.lower, sizing_mode="stretch_width", min_width=0,
+                         styles={"padding": "0 8px", "box-sizing": "border-box",
+                                 "max-width": "100%"},
+                         css_classes=["ckpt-dashboard"])
 
-    def _lower_sections(self) -> list[pn.Column]:
-        selected = pn.Card(
+    def _lower_sections(self) -> list[Any]:
+        selected = _card(
+            "Selected checkpoint",
             self.details,
-            pn.Row(self.restore_line, self.copy_line_btn),
-            pn.Row(self.pin_btn, self.unpin_btn, self.verify_btn, self.delete_btn),
-            self.delete_confirm,
-            pn.Row(self.copy_name, self.copy_dest, self.copy_btn),
-            pn.Row(self.copy_progress, self.copy_rate),
+            wrap_row(self.restore_line, self.copy_line_btn),
+            wrap_row(self.pin_btn, self.unpin_btn, self.verify_btn, self.delete_btn),
+            self.delete_confirm, self.actions_note.pane,
+            wrap_row(self.copy_name, self.copy_dest, self.copy_btn),
+            wrap_row(self.copy_progress, self.copy_rate), self.copy_note.pane,
             self.objects,
-            pn.pane.HTML("<b>Metadata</b>"), self.metadata,
-            title="Selected checkpoint", sizing_mode="stretch_width", collapsible=False)
-        diff = pn.Card(pn.Row(self.compare, self.diff_btn), self.diff_text, self.diff_table,
-                       title="Diff (which tensors changed)", sizing_mode="stretch_width",
-                       collapsible=False)
-        storage = pn.Card(self.summary, pn.Row(self.preview_btn, self.prune_btn),
-                          self.prune_confirm, title="Storage", sizing_mode="stretch_width",
-                          collapsible=False)
-        return [pn.Column(pn.Card(self.plots, title="Metrics", collapsible=False,
-                                  sizing_mode="stretch_width"), storage, diff,
-                          sizing_mode="stretch_width"),
-                pn.Column(selected, sizing_mode="stretch_width")]
+            pn.pane.HTML("<b>Metadata</b>"), self.metadata, flex="2 1 420px")
+        metrics = _card("Metrics", self.metrics.panel, flex="3 1 560px")
+        storage = _card("Storage", self.summary, wrap_row(self.preview_btn, self.prune_btn),
+                        self.prune_confirm, self.storage_note.pane, flex="1 1 420px")
+        diff = _card("Diff (which tensors changed)", wrap_row(self.compare, self.diff_btn),
+                     self.diff_note.pane, self.diff_table, flex="1 1 420px")
+        return [wrap_row(metrics, selected, align_items="flex-start"),
+                wrap_row(storage, diff, align_items="flex-start")]
 
     def _titles(self) -> dict[str, str]:
         # Tabulator puts titles into the page as HTML: escape the metric names in them.
@@ -292,99 +268,71 @@ class DashboardView:
             return
         if names & {"run_filter", "tag_filter"}:
             self._render_table()
-        if "run_filter" in names and self.loaded:
-            self._render_plots()
+        if names & _PLOT_MODEL_PARAMS and self.loaded:
+            self.metrics.render()
         if "selected" in names:
+            self._select_row()
             self._render_selected()
+            if self.loaded:
+                self.metrics.highlight()
 
     def _render_version(self) -> None:
         self._set_filter_options()
         self._render_table()
         self._render_selected()
         if self.loaded:
-            self._render_plots()
+            self.metrics.render()
             self.refresh_summary(delay=SUMMARY_DELAY_S)
 
     def _render_table(self) -> None:
         df = _frame(self.model)
         self.table.titles = self._titles()
         self.table.value = df
-        ids = list(df["id"])
+        self._select_row()
+
+    def _select_row(self) -> None:
+        """The table shows the selection, also when it was made on a plot."""
+        ids = list(self.table.value["id"]) if "id" in self.table.value else []
         sel = [ids.index(self.model.selected)] if self.model.selected in ids else []
         if self.table.selection != sel:
             self.table.selection = sel
 
-    def _render_plots(self) -> None:
-        """One tab per run (the run filter's, else the newest runs); only the tab on show
-        builds its figure, the others when they are opened."""
-        m = self.model
-        newest: dict[str, int] = {}
-        for n, info in enumerate(m.infos):
-            if info.run:
-                newest[info.run] = n
-        runs = [m.run_filter] if m.run_filter else sorted(newest, key=lambda r: -newest[r])
-        boxes = [self._plot_boxes.setdefault(run, pn.Column(name=run,
-                                                             sizing_mode="stretch_width"))
-                 for run in runs[:MAX_PLOTTED_RUNS]]
-        if not boxes:
-            boxes = [pn.Column(text_pane("no checkpoints with a run yet"), name="metrics")]
-        if [b.name for b in boxes] != [b.name for b in self.plots.objects]:
-            self.plots.objects = boxes
-            self.plots.active = 0
-        self._fill_plot()
-
-    def _active_run(self) -> str | None:
-        tabs = list(self.plots.objects)
-        active = self.plots.active
-        run = tabs[active].name if 0 <= active < len(tabs) else None
-        return run if run in self._plot_boxes else None
-
-    def _fill_plot(self, *_events: Any) -> None:
-        run = self._active_run()
-        if run is not None:
-            self._show_plot(run, self.model.history(run))
-
-    def _show_plot(self, run: str, history: dict[str, Any]) -> None:
-        box = self._plot_boxes[run]
-        plot = self._run_plots.get(run)
-        if plot is not None and plot.update(history):
-            if self.loop.doc is None and box.objects:  # notebooks: push the new data
-                box.objects[0].param.trigger("object")
-            return
-        plot = self._run_plots[run] = RunPlot(run, history)
-        box.objects = [pn.pane.Bokeh(plot.figure, sizing_mode="stretch_width")]
-
     def _render_selected(self) -> None:
         m = self.model
         ckpt = m.selected
-        widgets = (self.pin_btn, self.unpin_btn, self.verify_btn, self.delete_btn,
-                   self.copy_btn, self.diff_btn, self.copy_line_btn)
-        for w in widgets:
+        for w in (self.pin_btn, self.unpin_btn, self.verify_btn, self.delete_btn,
+                  self.copy_btn, self.diff_btn, self.copy_line_btn):
             w.disabled = not ckpt
         self.delete_confirm.visible = False
-        self.diff_text.object, self.diff_table.objects = "", []
+        for note in (self.actions_note, self.copy_note, self.diff_note):
+            if note.kind != "busy":  # what a running copy or verify says stays
+                note.clear()
+        self.diff_table.objects = []
+        if ckpt != self._shown:  # another checkpoint: diff against its own parent
+            self._shown = ckpt
+            self.compare.value = ""
         if not ckpt:
-            self.details.object = _pre("Select a checkpoint in the table.")
+            self.details.object = pre("Select a checkpoint in the table or on a plot.")
             self.restore_line.value = ""
             self.objects.objects = []
-            self.metadata.object = _pre("")
+            self.metadata.object = pre("")
             return
         try:
             d = m.details(ckpt)
         except Exception as err:
-            self.details.object = _pre(f"{ckpt}: {_one_line(err)}")
+            self.details.object = pre(f"{ckpt}: {_one_line(err)}")
             return
         info = d["info"]
-        self.details.object = _pre(self._details_text(ckpt, info))
+        self.details.object = pre(self._details_text(ckpt, info))
         self.restore_line.value = d["restore_line"]
         self.pin_btn.visible = ckpt not in m.pinned
         self.unpin_btn.visible = ckpt in m.pinned
-        tables: list[Any] = [pn.pane.HTML("<b>Objects</b>"), _small_table(
+        tables: list[Any] = [pn.pane.HTML("<b>Objects</b>"), small_table(
             d["objects"], ["object", "kind", "type", "tensors", "dtypes", "bytes"])]
         if d["files"]:
-            tables += [pn.pane.HTML("<b>Files</b>"), _small_table(d["files"], ["file", "bytes"])]
+            tables += [pn.pane.HTML("<b>Files</b>"), small_table(d["files"], ["file", "bytes"])]
         self.objects.objects = tables
-        self.metadata.object = _pre(json.dumps(
+        self.metadata.object = pre(json.dumps(
             {"checkpoint": info, "library_versions": d["library_versions"]}, indent=1,
             default=str), max_height=220)
         if not self.compare.value and info.get("parent"):
@@ -433,7 +381,7 @@ class DashboardView:
                     text += f"\nretention policy: {_one_line(self.model.status_error)}"
             except Exception as err:
                 text = f"storage summary unavailable: {_one_line(err)}"
-            self.loop.call(setattr, self.summary, "object", _pre(text))
+            self.loop.call(setattr, self.summary, "object", pre(text))
             with self._summary_lock:
                 if self._summary_state == "dirty":
                     self._summary_state = "running"
@@ -445,21 +393,21 @@ class DashboardView:
     def on_store_change(self, kinds: Collection[str]) -> None:
         """Called by the store watcher (any thread): reload what changed."""
         changed = self.model.refresh() if "checkpoints" in kinds else False
-        run = self._active_run() if self.loaded else None
-        if "history" in kinds and not changed and run is not None:
-            history = self.model.history(run)  # read here, not on the UI thread
-            self.loop.call(self._show_plot, run, history)
+        if "history" in kinds and not changed and self.loaded:
+            runs, data = self.metrics.data()  # read here, not on the UI thread
+            self.loop.call(self.metrics.show, runs, data)
 
     # -- actions --------------------------------------------------------------------------
-    def _guard(self, fn: Callable[[], None]) -> None:
+    def _guard(self, fn: Callable[[], None], note: Feedback) -> None:
         try:
             fn()
         except Exception as err:  # never a traceback in the page
-            self.notify(Outcome(False, _one_line(err)))
+            self.notify(Outcome(False, _one_line(err)), note)
 
-    def notify(self, outcome: Outcome) -> None:
-        """Show an outcome as a notification and in the status line (UI thread only)."""
-        self.status_line.object = _pre(("" if outcome.ok else "error: ") + outcome.message)
+    def notify(self, outcome: Outcome, note: Feedback | None = None) -> None:
+        """Show an outcome next to the action (``note``) and as a notification (UI thread)."""
+        if note is not None:
+            note.show(outcome)
         if self.notifications is not None:
             text = html.escape(outcome.message)
             if outcome.ok:
@@ -467,10 +415,12 @@ class DashboardView:
             else:
                 self.notifications.error(text, duration=8000)
 
-    def _background(self, work: Callable[[], Outcome], done: Callable[[Outcome], None] | None,
-                    busy: Collection[pn.widgets.Button] = ()) -> None:
+    def _background(self, work: Callable[[], Outcome], note: Feedback, busy_text: str,
+                    busy: Collection[pn.widgets.Button] = (),
+                    done: Callable[[Outcome], None] | None = None) -> None:
         for b in busy:
             b.disabled = True
+        note.busy(busy_text)
 
         def run() -> None:
             outcome = work()
@@ -478,47 +428,53 @@ class DashboardView:
             def finish() -> None:
                 for b in busy:
                     b.disabled = False
-                self.notify(outcome)
+                self.notify(outcome, note)
                 if done is not None:
                     done(outcome)
             self.loop.call(finish)
         threading.Thread(target=run, daemon=True, name="ckpt-dashboard-action").start()
 
     def _on_request_save(self) -> None:
-        self.notify(self.model.request_save())
+        self.notify(self.model.request_save(), self.header_note)
 
     def _on_prune_preview(self) -> None:
-        self._background(self.model.prune_preview, None, [self.preview_btn])
+        self.prune_confirm.visible = False
+        self._background(self.model.prune_preview, self.storage_note, "looking...",
+                         [self.preview_btn])
 
     def _on_prune_ask(self) -> None:
+        self.storage_note.clear()
         outcome = self.model.prune_preview()
         if not outcome.ok or outcome.message == "nothing to prune":
-            self.notify(outcome)
+            self.prune_confirm.visible = False
+            self.notify(outcome, self.storage_note)
             return
-        self.prune_question.object = _pre(
+        self.prune_question.object = pre(
             outcome.message.replace("would remove", "Remove") + "?")
         self.prune_confirm.visible = True
 
     def _on_prune(self) -> None:
         self.prune_confirm.visible = False
-        self._background(self.model.prune, None, [self.prune_btn])
+        self._background(self.model.prune, self.storage_note, "pruning...", [self.prune_btn])
 
     def _on_pin(self) -> None:
-        self.notify(self.model.pin(self.model.selected))
+        self.notify(self.model.pin(self.model.selected), self.actions_note)
 
     def _on_unpin(self) -> None:
-        self.notify(self.model.unpin(self.model.selected))
+        self.notify(self.model.unpin(self.model.selected), self.actions_note)
 
     def _on_verify(self) -> None:
         ckpt = self.model.selected
-        self._background(lambda: self.model.verify(ckpt), None, [self.verify_btn])
+        self._background(lambda: self.model.verify(ckpt), self.actions_note,
+                         f"verifying {ckpt}...", [self.verify_btn])
 
     def _on_delete_ask(self) -> None:
         ckpt = self.model.selected
+        self.actions_note.clear()
         guarded = self.model.needs_force(ckpt)
         why = " It is named or pinned: tick force to delete it anyway." if guarded else ""
-        self.delete_question.object = _pre(f"Delete {ckpt}? Its manifest is removed now; "
-                                           f"blobs only it uses are freed by prune or gc.{why}")
+        self.delete_question.object = pre(f"Delete {ckpt}? Its manifest is removed now; "
+                                          f"blobs only it uses are freed by prune or gc.{why}")
         self.delete_force.value = False
         self.delete_force.visible = guarded
         self.delete_confirm.visible = True
@@ -529,16 +485,16 @@ class DashboardView:
         outcome = self.model.delete(self.model.selected, force=force)
         if outcome.ok:
             self.delete_confirm.visible = False
-        self.notify(outcome)
+        self.notify(outcome, self.actions_note)
 
     def _on_copy(self) -> None:
         ckpt = self.model.selected
         name, dest = self.copy_name.value or "", self.copy_dest.value or ""
         if not name.strip():
-            self.notify(Outcome(False, "enter a name for the named checkpoint"))
+            self.notify(Outcome(False, "enter a name for the named checkpoint"), self.copy_note)
             return
         self.copy_progress.value, self.copy_progress.visible = -1, True
-        self.copy_rate.object = _pre("")
+        self.copy_rate.object = pre("")
         start, last = time.monotonic(), [0.0]
 
         def progress(done: int, total: int) -> None:
@@ -553,31 +509,39 @@ class DashboardView:
 
         def done(outcome: Outcome) -> None:
             self.copy_progress.visible = False
+            self.copy_rate.object = pre("")
             if outcome.ok:
                 self.copy_name.value = ""
-        self._background(lambda: self.model.copy(ckpt, name, dest, progress=progress), done,
-                         [self.copy_btn])
+        self._background(lambda: self.model.copy(ckpt, name, dest, progress=progress),
+                         self.copy_note, f"copying {ckpt} to {name.strip()}...",
+                         [self.copy_btn], done)
 
     def _show_progress(self, value: int, rate: str) -> None:
         self.copy_progress.value = value
-        self.copy_rate.object = _pre(rate)
+        self.copy_rate.object = pre(rate)
 
     def _on_diff(self) -> None:
+        self.diff_table.objects = []  # a failed diff must not leave the last result on show
+        self.diff_note.clear()
         other = (self.compare.value or "").strip()
         if not other:
-            self.notify(Outcome(False, "enter a checkpoint to compare with"))
+            self.notify(Outcome(False, "enter a checkpoint to compare with"), self.diff_note)
             return
-        d = self.model.diff(other, self.model.selected)
-        self.diff_text.object = _pre(f"from {d['from']} to {d['to']}: {len(d['changes'])} "
-                                     f"tensors differ, {d['same']} unchanged")
-        self.diff_table.objects = [_small_table(
+        try:
+            d = self.model.diff(other, self.model.selected)
+        except Exception as err:
+            self.notify(Outcome(False, f"diff {other}: {_one_line(err)}"), self.diff_note)
+            return
+        self.diff_note.show(Outcome(True, f"from {d['from']} to {d['to']}: "
+                                          f"{len(d['changes'])} tensors differ, "
+                                          f"{d['same']} unchanged"))
+        self.diff_table.objects = [small_table(
             d["changes"], ["object", "tensor", "change", "detail"])] if d["changes"] else []
 
     def _on_selection(self, event: Any) -> None:
         selected = self.table.selected_dataframe
         ckpt = str(selected["id"].iloc[0]) if len(selected) else ""
         if ckpt and ckpt != self.model.selected:
-            self.compare.value = ""
             self.model.selected = ckpt
 
 
