@@ -56,7 +56,8 @@ class JupyterLab:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-                 "--ip", "127.0.0.1", f"--port={self.port}", f"--IdentityProvider.token={self.token}",
+                 "--ip", "127.0.0.1", f"--port={self.port}",
+                 f"--IdentityProvider.token={self.token}",
                  f"--ServerApp.root_dir={self.root}", "--LabApp.expose_app_in_browser=True",
                  "--ServerApp.disable_check_xsrf=False", "--LabApp.news_url=",
                  "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
