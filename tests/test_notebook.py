@@ -133,3 +133,5 @@ def test_example_notebook_runs(notebook: str, tmp_path: Path) -> None:
     text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
                    for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "Restored" in text and "bit-identical: True" in text
+    assert "models/: ['model.safetensors']" in text  # ready for "Copy to checkpoint..."
+    assert (tmp_path / "models" / "model.safetensors").stat().st_size > 0
