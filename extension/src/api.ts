@@ -24,8 +24,10 @@ export interface IEntry {
   epoch: number | null;
   /** ISO 8601 with a timezone. */
   created: string;
-  metrics: Record<string, number>;
-  status: IStatus;
+  /** Non-finite metrics are null. */
+  metrics: Record<string, number | null>;
+  /** null when the store's policy.json does not read. */
+  status: IStatus | null;
   pinned: boolean;
   named: boolean;
   kind: 'state' | 'files';
@@ -65,10 +67,12 @@ export type ErrorCode =
   | 'exists'
   | 'needs_force'
   | 'busy'
+  | 'unsafe_source'
   | 'integrity'
+  | 'internal'
   | 'store_error';
 
-/** `POST copies` */
+/** `POST copies` (`to` left out: the root's default store; `store` left out: `to`). */
 export interface ICopyRequest {
   /** A path relative to the server root, or a checkpoint REF of `store`. */
   src: string;

@@ -94,11 +94,15 @@ export class CopyDialogBody extends Widget implements Dialog.IBodyWidget<ICopyCh
   private _validate(): void {
     const problem = this.problem;
     this._problem.textContent = problem ?? '';
-    this._name.classList.toggle(
-      'ckpt-mod-invalid',
-      this._name.value !== '' && nameProblem(this._name.value) !== null
-    );
-    this._name.setAttribute('aria-invalid', String(nameProblem(this._name.value) !== null));
+    // :invalid inputs make JupyterLab's Dialog disable its accept button and ignore Enter.
+    const nameBad = nameProblem(this._name.value);
+    this._name.setCustomValidity(nameBad ?? '');
+    this._name.classList.toggle('ckpt-mod-invalid', this._name.value !== '' && nameBad !== null);
+    this._src.setCustomValidity(this._src.value.trim() === '' ? 'needed' : '');
+    this._to.setCustomValidity(this._to.value.trim() === '' ? 'needed' : '');
+    // The Dialog checks validity in a capture listener, before these inputs' listeners ran:
+    // let it check again now that the validity is set.
+    this.node.dispatchEvent(new Event('input', { bubbles: true }));
     const accept = this.node
       .closest('.jp-Dialog')
       ?.querySelector<HTMLButtonElement>('.jp-Dialog-button.jp-mod-accept');
@@ -205,7 +209,9 @@ export async function runCopy(
       type: 'in-progress',
       message:
         `Copying ${what}… ` +
-        (answer.total > 0 ? `${formatBytes(answer.done)} of ${formatBytes(answer.total)}` : ''),
+        (answer.total > 0
+          ? `${formatBytes(answer.done)} of ${formatBytes(answer.total)} (${Math.floor(100 * (progress ?? 0))}%)`
+          : ''),
       progress,
       autoClose: false
     });

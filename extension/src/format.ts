@@ -38,7 +38,10 @@ export function formatAge(iso: string, now: number = Date.now()): string {
 }
 
 /** A metric value in few characters: 0.1593, 1.2e-5, 1234.5. */
-export function formatNumber(value: number): string {
+export function formatNumber(value: number | null): string {
+  if (value === null) {
+    return 'nan';
+  }
   if (!Number.isFinite(value)) {
     return String(value);
   }
@@ -50,7 +53,7 @@ export function formatNumber(value: number): string {
 }
 
 /** The metric a row shows: `loss` (or `val_loss`) when there is one, else the first. */
-export function headlineMetric(entry: IEntry): [string, number] | null {
+export function headlineMetric(entry: IEntry): [string, number | null] | null {
   const keys = Object.keys(entry.metrics ?? {});
   if (keys.length === 0) {
     return null;
@@ -65,7 +68,7 @@ export function badges(entry: IEntry, isLatest: boolean): string[] {
   if (isLatest) {
     out.push('latest');
   }
-  if (entry.status.reasons.some(r => r.startsWith('best'))) {
+  if (entry.status?.reasons.some(r => r.startsWith('best'))) {
     out.push('best');
   }
   if (entry.named) {
@@ -75,7 +78,9 @@ export function badges(entry: IEntry, isLatest: boolean): string[] {
     out.push('pinned');
   }
   if (!entry.named && !entry.pinned) {
-    out.push(entry.status.state === 'prunable' ? 'prunable' : 'kept');
+    if (entry.status) {
+      out.push(entry.status.state === 'prunable' ? 'prunable' : 'kept');
+    }
   }
   return out;
 }

@@ -75,7 +75,7 @@ export class StoreWatcher implements IDisposable {
 
   /** A checkpoint still being written (its status says `saving`). */
   get saving(): IEntry | null {
-    return this._list?.checkpoints.find(e => e.status.reasons.includes('saving')) ?? null;
+    return this._list?.checkpoints.find(e => e.status?.reasons.includes('saving')) ?? null;
   }
 
   /** Read the list now (the poll goes on from here). */

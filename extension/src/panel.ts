@@ -173,7 +173,7 @@ export class CheckpointsPanel extends Widget {
     button.title = title;
     button.setAttribute('aria-label', title);
     button.dataset.action = action;
-    icon.element({ container: button, tag: 'span', elementPosition: 'center' });
+    icon.element({ container: button, tag: 'span', elementPosition: 'center', height: '16px', width: '16px' });
     button.addEventListener('click', onClick);
     return button;
   }
@@ -183,7 +183,7 @@ export class CheckpointsPanel extends Widget {
     if (document.activeElement !== this._storeInput) {
       this._storeInput.value = store ?? '';
     }
-    this._followButton.hidden = this._following;
+    this._followButton.style.display = this._following ? 'none' : '';
     const list = this._watcher.list;
     const error = this._watcher.error;
     this._list.replaceChildren();
@@ -230,7 +230,7 @@ export class CheckpointsPanel extends Widget {
       entry.id,
       entry.name ? `name: ${entry.name}` : '',
       entry.run ? `run: ${entry.run}` : '',
-      entry.status.label,
+      entry.status?.label ?? 'status unknown: the store’s policy.json does not read',
       `created ${new Date(entry.created).toLocaleString()}`,
       ...Object.entries(entry.metrics ?? {}).map(([k, v]) => `${k} = ${v}`)
     ]
@@ -240,20 +240,8 @@ export class CheckpointsPanel extends Widget {
     const main = el('div', 'ckpt-Row-main');
     const label = el('span', 'ckpt-Row-label');
     label.textContent =
-      entry.name ?? (entry.step !== null ? `step ${entry.step}` : entry.kind === 'files' ? 'files' : entry.id);
-    const age = el('span', 'ckpt-Row-age');
-    age.textContent = formatAge(entry.created);
-    main.append(label, age);
-
-    const detail = el('div', 'ckpt-Row-detail');
-    const metric = headlineMetric(entry);
-    const metricEl = el('span', 'ckpt-Row-metric');
-    if (entry.name && entry.step !== null) {
-      metricEl.textContent = `step ${entry.step}`;
-    }
-    if (metric) {
-      metricEl.textContent += `${metricEl.textContent ? ' · ' : ''}${metric[0]} ${formatNumber(metric[1])}`;
-    }
+      entry.name ??
+      (entry.step !== null ? `step ${entry.step}` : entry.kind === 'files' ? 'files' : entry.id);
     const badgeBox = el('span', 'ckpt-Row-badges');
     for (const badge of badges(entry, isLatest)) {
       const b = el('span', `ckpt-Badge ckpt-Badge-${badge}`);
@@ -261,10 +249,28 @@ export class CheckpointsPanel extends Widget {
       b.textContent = badge;
       badgeBox.appendChild(b);
     }
+    const age = el('span', 'ckpt-Row-age');
+    age.textContent = formatAge(entry.created);
+    main.append(label, badgeBox, age);
+
+    const detail = el('div', 'ckpt-Row-detail');
+    const parts: string[] = [];
+    if (entry.name && entry.step !== null) {
+      parts.push(`step ${entry.step}`);
+    }
+    const metric = headlineMetric(entry);
+    if (metric) {
+      parts.push(`${metric[0]} ${formatNumber(metric[1])}`);
+    }
+    if (entry.kind === 'files') {
+      parts.push('files');
+    }
+    const metricEl = el('span', 'ckpt-Row-metric');
+    metricEl.textContent = parts.join(' · ');
     const size = el('span', 'ckpt-Row-size');
     size.textContent = formatBytes(entry.size);
     size.title = `${formatBytes(entry.size)} in all, ${formatBytes(entry.new_bytes)} new in this store`;
-    detail.append(metricEl, badgeBox, size);
+    detail.append(metricEl, size);
 
     const actions = el('div', 'ckpt-Row-actions');
     actions.append(
@@ -289,7 +295,7 @@ export class CheckpointsPanel extends Widget {
     button.title = title;
     button.setAttribute('aria-label', title);
     button.dataset.action = action;
-    icon.element({ container: button, tag: 'span', elementPosition: 'center' });
+    icon.element({ container: button, tag: 'span', elementPosition: 'center', height: '14px', width: '14px' });
     button.addEventListener('click', event => {
       event.stopPropagation();
       onClick();
