@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
-	$(VENV)/bin/jupyter-builder develop --overwrite . >/dev/null
+	$(VENV)/bin/jupyter-builder develop --overwrite --log-level=WARN .
 	touch $(STAMP)
 
 $(LABEXT): $(LABEXT_SOURCES) | $(STAMP)

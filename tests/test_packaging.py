@@ -131,3 +131,29 @@ def test_wheel_installs_into_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
 
     config = ExtensionConfigManager(read_config_path=[str(venv / "etc" / "jupyter")])
     assert config.get_jpserver_extensions() == {"ckpt_notebook": True}
+
+
+def test_copy_dialog_name_rule_is_ckpt_copys() -> None:
+    """The copy dialog's check as you type (extension/src/names.ts, as built) accepts exactly
+    the names ``ckpt copy`` accepts (ckpt_notebook.types.is_valid_name)."""
+    import random
+
+    from ckpt_notebook.types import is_valid_name
+
+    names_js = ROOT / "extension" / "lib" / "names.js"
+    assert names_js.is_file(), "extension/lib missing: the extension was not built"
+    rng = random.Random(12)
+    alphabet = "aZ09._-/ !é~:\\\t"
+    names = ["a", "A.b_c-9", ".hidden", "latest", "last", "best", "best.", "best.loss",
+             "Best.loss", "latest2", "x" * 128, "x" * 129, "", " ", "a b", "models/v1",
+             "résumé", "-lead", "_lead", "trail.", "..", "a..b", "ckpt:ref"]
+    names += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+              for _ in range(300)]
+    script = ("import(process.argv[1]).then(m => { const names = JSON.parse(process.argv[2]); "
+              "console.log(JSON.stringify(names.map(n => m.nameProblem(n) === null))); })")
+    done = subprocess.run(["node", "--no-warnings", "--experimental-detect-module", "-e", script,
+                           names_js.as_uri(), json.dumps(names)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    accepted = json.loads(done.stdout)
+    disagree = [(n, a) for n, a in zip(names, accepted, strict=True) if a != is_valid_name(n)]
+    assert not disagree

@@ -5,7 +5,8 @@
  *
  * Stable hooks for tests: `.ckpt-Panel`, `.ckpt-Panel input[name=store]`,
  * `.ckpt-Row[data-id=ID]`, `.ckpt-Row [data-action=copy-line|pin|verify|copy|delete]`,
- * `.ckpt-Badge[data-badge=latest|best|named|pinned|kept|prunable]`.
+ * `.ckpt-Badge[data-badge=latest|best|named|pinned|kept|prunable]`. A row's actions show
+ * while it is hovered or focused.
  */
 import { Clipboard, Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import {
@@ -173,7 +174,7 @@ export class CheckpointsPanel extends Widget {
     button.title = title;
     button.setAttribute('aria-label', title);
     button.dataset.action = action;
-    icon.element({ container: button, tag: 'span', elementPosition: 'center', height: '16px', width: '16px' });
+    button.appendChild(icon.element({ tag: 'span', height: '16px', width: '16px' }));
     button.addEventListener('click', onClick);
     return button;
   }
@@ -221,6 +222,7 @@ export class CheckpointsPanel extends Widget {
 
   private _row(store: string, entry: IEntry, isLatest: boolean): HTMLElement {
     const li = el('li', 'ckpt-Row');
+    li.tabIndex = 0; // focus shows the row's actions, as hover does
     li.dataset.id = entry.id;
     if (entry.name) {
       li.dataset.name = entry.name;
@@ -295,7 +297,7 @@ export class CheckpointsPanel extends Widget {
     button.title = title;
     button.setAttribute('aria-label', title);
     button.dataset.action = action;
-    icon.element({ container: button, tag: 'span', elementPosition: 'center', height: '14px', width: '14px' });
+    button.appendChild(icon.element({ tag: 'span', height: '14px', width: '14px' }));
     button.addEventListener('click', event => {
       event.stopPropagation();
       onClick();

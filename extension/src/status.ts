@@ -20,13 +20,14 @@ export class CheckpointStatus extends Widget {
     this._watcher = new StoreWatcher({ active: () => this.isVisible, interval: 5000 });
     this._watcher.changed.connect(() => this._render());
     this._jobs.changed.connect(this._onJob, this);
-    checkpointIcon.element({
-      container: this.node,
-      tag: 'span',
-      className: 'ckpt-StatusItem-icon',
-      height: '14px',
-      width: '14px'
-    });
+    this.node.appendChild(
+      checkpointIcon.element({
+        tag: 'span',
+        className: 'ckpt-StatusItem-icon',
+        height: '14px',
+        width: '14px'
+      })
+    );
     this._text = document.createElement('span');
     this._text.className = 'jp-StatusBar-TextItem ckpt-StatusItem-text';
     this.node.appendChild(this._text);
