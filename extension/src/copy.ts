@@ -47,7 +47,7 @@ export class CopyDialogBody extends Widget implements Dialog.IBodyWidget<ICopyCh
       'a folder or any fsspec URL (s3://bucket/ckpts, hf://…)'
     );
     this._problem = document.createElement('div');
-    this._problem.className = 'ckpt-CopyDialog-problem';
+    this._problem.className = 'ckpt-CopyDialog-error';
     this._problem.setAttribute('role', 'alert');
     this._problem.dataset.test = 'problem';
     this.node.appendChild(this._problem);

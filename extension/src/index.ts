@@ -86,6 +86,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
     shell.add(panel, 'left', { rank: 650 });
+    // A copy into the panel's store shows there at once, even while the panel is hidden.
+    jobs.changed.connect((_, job) => {
+      if (job.state === 'done' && job.to === panel.store) {
+        void panel.watcher.reload();
+      }
+    });
     restorer?.add(panel, 'ckpt-notebook-panel');
     if (browser) {
       browser.model.pathChanged.connect(() => panel.folderChanged(currentFolder()));

@@ -78,10 +78,13 @@ export class StoreWatcher implements IDisposable {
     return this._list?.checkpoints.find(e => e.status?.reasons.includes('saving')) ?? null;
   }
 
-  /** Read the list now (the poll goes on from here). */
+  /** Read the list now, visible or not (the poll goes on at its pace). */
   async refresh(): Promise<void> {
-    await this._poll.refresh();
-    await this._poll.tick;
+    try {
+      await this._fetch();
+    } catch {
+      // the error is in `error`; the poll backs off on its own
+    }
   }
 
   /** Forget the ETag and read the whole list again. */
