@@ -1,5 +1,6 @@
 # make demo  - create .venv, install, run the demo (save, crash, restore, continue)
-# make test  - create .venv, install, run ruff, mypy, the import-linter contract and pytest
+# make test  - create .venv, install (builds the JupyterLab extension), run ruff, mypy, the
+#              import-linter contract, tsc and eslint on extension/, and pytest
 # make bench - run the benchmarks; results go to benchmarks/results/
 # make lab   - start JupyterLab with the extension and examples/
 # make labextension - rebuild the JupyterLab extension (extension/) after editing it
