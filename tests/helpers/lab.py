@@ -53,13 +53,19 @@ class JupyterLab:
         return f"http://127.0.0.1:{self.port}/{path}{sep}token={self.token}"
 
     def __enter__(self) -> JupyterLab:
+        # settings and workspaces of its own: nothing leaks in from, or out to, ~/.jupyter
+        settings = self.root.parent / f"lab-settings-{self.port}"
+        news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+        news.parent.mkdir(parents=True, exist_ok=True)
+        news.write_text('{"fetchNews": "false", "checkForUpdates": false}')
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
                  "--ip", "127.0.0.1", f"--port={self.port}",
                  f"--IdentityProvider.token={self.token}",
                  f"--ServerApp.root_dir={self.root}", "--LabApp.expose_app_in_browser=True",
-                 "--ServerApp.disable_check_xsrf=False", "--LabApp.news_url=",
+                 f"--LabApp.user_settings_dir={settings}",
+                 f"--LabApp.workspaces_dir={settings / 'workspaces'}",
                  "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
                 stdout=log, stderr=subprocess.STDOUT, env=self._env, cwd=self.root)
         deadline = time.monotonic() + self._timeout
