@@ -4,7 +4,7 @@
 # make bench - run the benchmarks; results go to benchmarks/results/
 # make lab   - start JupyterLab with the extension and examples/
 # make labextension - rebuild the JupyterLab extension (extension/) after editing it
-# make screenshots - retake docs/screenshots/ from the browser tests
+# make screenshots - retake docs/screenshots/ from the quickstart notebook in a real JupyterLab
 
 PYTHON ?= python3
 VENV := .venv
@@ -69,8 +69,9 @@ pytest: $(STAMP) $(LABEXT) browser
 
 test: lint typecheck contracts tscheck tslint pytest
 
-screenshots: $(STAMP) browser
-	CKPT_NOTEBOOK_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_dashboard_browser.py -k screenshot
+# The README's pictures, from examples/quickstart.ipynb run in a real JupyterLab.
+screenshots: $(STAMP) $(LABEXT) browser
+	$(PY) tests/screenshots.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

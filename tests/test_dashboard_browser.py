@@ -1,8 +1,7 @@
 """The dashboard end to end: ``ckpt dashboard`` served on 127.0.0.1 in a subprocess, driven
 by Debian's chromium through Playwright (``executable_path``; Playwright's own browser
-downloads are not used). Takes the screenshot the README shows; ``make screenshots`` (which
-sets ``CKPT_NOTEBOOK_SCREENSHOTS=1``) saves it into docs/screenshots/, a plain run only under
-its temp folder."""
+downloads are not used). Screenshots go under each test's temp folder; the README's come from
+``make screenshots`` (tests/screenshots.py), over the real quickstart notebook."""
 
 from __future__ import annotations
 
@@ -24,7 +23,6 @@ from conftest import pythonpath_env
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = os.environ.get("CKPT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshots" / "dashboard.png"
 EVIL_TAG = "<img src=x onerror=window.__xss=1><b>bold</b>"
 EVIL_METRIC = "<u>acc</u>"
 EVIL_RUN = "<i>run</i>-a"
@@ -232,11 +230,9 @@ def test_pin_and_screenshot(page: Any, store: tuple[Path, list[str]], tmp_path: 
     page.get_by_text("1 tensors differ").wait_for()
     page.locator("canvas").first.wait_for()
     page.locator(".notyf__toast").last.wait_for(state="detached", timeout=WAIT_MS)
-    shot = tmp_path / SCREENSHOT.name
+    shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    if os.environ.get("CKPT_NOTEBOOK_SCREENSHOTS"):  # tests write tracked files only when asked
-        shutil.copyfile(shot, SCREENSHOT)
 
 
 def test_verify_and_delete_with_confirmation(page: Any, store: tuple[Path, list[str]]) -> None:

@@ -133,6 +133,7 @@ class DashboardView:
             sizing_mode="stretch_width", min_width=0, titles=self._titles(),
             widths={"status": 230, "tags": 220},
             formatters={"size": _bytes_formatter(), "new": _bytes_formatter(),
+                        "step": NumberFormatter(format="0", nan_format="-", text_align="right"),
                         "pinned": {"type": "tickCross", "crossElement": False}})
         self.table.param.watch(self._on_selection, "selection")
         self.metrics = MetricsView(m, self.loop)
