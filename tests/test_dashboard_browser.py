@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import pythonpath_env
+from helpers.dashboard import Dashboard
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -75,40 +74,6 @@ def make_store(root: Path) -> list[str]:
     return ids
 
 
-class Server:
-    """``python -m ckpt_notebook.ui.dashboard.app --store STORE`` with its output collected;
-    ``url`` is the URL it printed, with its token; ``origin`` the same without."""
-
-    def __init__(self, store: Path) -> None:
-        self.lines: list[str] = []
-        self.url_seen = threading.Event()
-        self.url = ""
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ckpt_notebook.ui.dashboard.app", "--store", str(store)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=pythonpath_env())
-        threading.Thread(target=self._drain, daemon=True).start()
-        if not self.url_seen.wait(60):
-            self.stop()
-            raise AssertionError("the dashboard did not start:\n" + "".join(self.lines))
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            found = re.search(r"at ((http://127\.0\.0\.1:\d+)/\?token=\S+)", line)
-            if found and not self.url:
-                self.url, self.origin = found.group(1), found.group(2)
-                self.url_seen.set()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("dashboard") / "store"
@@ -116,14 +81,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def server(store: tuple[Path, list[str]]) -> Iterator[Server]:
-    srv = Server(store[0])
+def server(store: tuple[Path, list[str]]) -> Iterator[Dashboard]:
+    srv = Dashboard(store[0])
     yield srv
     srv.stop()
 
 
 @pytest.fixture(scope="module")
-def page(server: Server) -> Iterator[Any]:
+def page(server: Dashboard) -> Iterator[Any]:
     with playwright_sync.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -145,7 +110,7 @@ def row(page: Any, text: str) -> Any:
     return page.locator(".tabulator-row", has_text=text).first
 
 
-def test_rows_plot_and_offline_resources(page: Any, server: Server,
+def test_rows_plot_and_offline_resources(page: Any, server: Dashboard,
                                          store: tuple[Path, list[str]]) -> None:
     _, ids = store
     for ckpt in ids:
@@ -258,7 +223,7 @@ def test_verify_and_delete_with_confirmation(page: Any, store: tuple[Path, list[
     row(page, "baseline-v1").wait_for(state="detached")
 
 
-def test_the_page_needs_its_token(page: Any, server: Server) -> None:
+def test_the_page_needs_its_token(page: Any, server: Dashboard) -> None:
     """A browser without the cookie (another local user's) that has the address but not the
     token: refused; the token URL followed from another page (a cross-site start, where a
     SameSite=Strict cookie set by an HTTP redirect would not be sent on) still logs in."""

@@ -15,15 +15,14 @@ import re
 import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import torch
 from conftest import pythonpath_env
+from helpers.dashboard import Dashboard
 
 from ckpt_notebook import Checkpointer, Store
 from ckpt_notebook.ui.dashboard import access, app
@@ -49,48 +48,6 @@ def make_store(root: Path) -> dict[str, str]:
 
     ids["keeper"] = copy(ids["2"], "keeper", store=store).id
     return ids
-
-
-class Served:
-    """``ckpt dashboard`` in a subprocess; ``url`` is the tokenized URL it printed."""
-
-    def __init__(self, store: Path, *args: str) -> None:
-        self.lines: list[str] = []
-        self.seen = threading.Event()
-        self.url = ""
-        code = "import sys; from ckpt_notebook.cli import main; sys.exit(main(sys.argv[1:]))"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, "dashboard", "--store", str(store), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=pythonpath_env())
-        threading.Thread(target=self._drain, daemon=True).start()
-        if not self.seen.wait(START_S):
-            self.stop()
-            raise AssertionError("the dashboard did not start:\n" + "".join(self.lines))
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            found = re.search(r"at (http://127\.0\.0\.1:\d+/\S*)", line)
-            if found and not self.url:
-                self.url = found.group(1)
-                self.seen.set()
-
-    @property
-    def port(self) -> int:
-        return int(urlsplit(self.url).port or 0)
-
-    @property
-    def token(self) -> str:
-        return self.url.partition("?token=")[2]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def request(port: int, path: str = "/", headers: dict[str, str] | None = None,
@@ -131,13 +88,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
 
 
 @pytest.fixture(scope="module")
-def server(store: tuple[Path, dict[str, str]]) -> Iterator[Served]:
-    srv = Served(store[0])
+def server(store: tuple[Path, dict[str, str]]) -> Iterator[Dashboard]:
+    srv = Dashboard(store[0], start_s=START_S)
     yield srv
     srv.stop()
 
 
-def login(server: Served) -> str:
+def login(server: Dashboard) -> str:
     """The cookie header a browser gets from opening the printed URL."""
     status, headers, body = request(server.port, f"/?token={server.token}")
     assert status == 200, body
@@ -146,17 +103,17 @@ def login(server: Served) -> str:
     return cookie.split(";", 1)[0]
 
 
-def this_host(server: Served) -> dict[str, str]:
+def this_host(server: Dashboard) -> dict[str, str]:
     return {"Host": f"127.0.0.1:{server.port}"}
 
 
 # -- the token --------------------------------------------------------------------------------
-def test_the_printed_url_carries_a_random_token(server: Served) -> None:
+def test_the_printed_url_carries_a_random_token(server: Dashboard) -> None:
     assert len(server.token) >= 40 and server.token.replace("-", "").replace("_", "").isalnum()
     assert "WARNING" not in "".join(server.lines)
 
 
-def test_no_token_is_refused(server: Served) -> None:
+def test_no_token_is_refused(server: Dashboard) -> None:
     for path in ("/", "/static/js/bokeh.min.js", "/favicon.ico", "/nothing-here"):
         status, _, body = request(server.port, path)
         assert status == 403, (path, status)
@@ -164,7 +121,7 @@ def test_no_token_is_refused(server: Served) -> None:
     assert request(server.port, "/", method="POST")[0] == 403
 
 
-def test_a_wrong_token_is_refused(server: Served) -> None:
+def test_a_wrong_token_is_refused(server: Dashboard) -> None:
     assert request(server.port, "/?token=wrong")[0] == 403
     assert request(server.port, f"/?token={server.token[:-1]}")[0] == 403
     name = f"ckpt-dashboard-{server.port}"
@@ -172,7 +129,7 @@ def test_a_wrong_token_is_refused(server: Served) -> None:
     assert request(server.port, "/", {"Authorization": "token nope"})[0] == 403
 
 
-def test_the_token_in_the_url_sets_a_cookie_and_leads_to_the_clean_url(server: Served) -> None:
+def test_the_token_in_the_url_sets_a_cookie_and_leads_to_the_clean_url(server: Dashboard) -> None:
     status, headers, body = request(server.port, f"/?token={server.token}&theme=dark")
     assert status == 200 and server.token not in body
     assert 'location.replace("/?theme=dark")' in body  # the token leaves the address bar
@@ -186,7 +143,7 @@ def test_the_token_in_the_url_sets_a_cookie_and_leads_to_the_clean_url(server: S
     assert request(server.port, "/", {"Authorization": f"token {server.token}"})[0] == 200
 
 
-def test_the_websocket_needs_the_cookie(server: Served) -> None:
+def test_the_websocket_needs_the_cookie(server: Dashboard) -> None:
     cookie = login(server)
     _, _, page = request(server.port, "/", {"Cookie": cookie})
     session = re.search(r'"token":\s*"([^"]+)"', page)
@@ -199,7 +156,7 @@ def test_the_websocket_needs_the_cookie(server: Served) -> None:
 
 
 # -- Host and Origin --------------------------------------------------------------------------
-def test_a_foreign_host_is_refused(server: Served) -> None:
+def test_a_foreign_host_is_refused(server: Dashboard) -> None:
     """DNS rebinding: a page of evil.example, its name now resolving to 127.0.0.1, would
     reach the dashboard with ``Host: evil.example:PORT``."""
     cookie = login(server)
@@ -217,7 +174,7 @@ def test_a_foreign_host_is_refused(server: Served) -> None:
     assert websocket(port, {**same_origin, "Cookie": cookie}).startswith("refused: HTTP 403")
 
 
-def test_a_foreign_origin_is_refused(server: Served) -> None:
+def test_a_foreign_origin_is_refused(server: Dashboard) -> None:
     cookie = login(server)
     port = server.port
     for origin in ("http://evil.example", f"http://localhost:{port + 1}", "null",
@@ -229,7 +186,7 @@ def test_a_foreign_origin_is_refused(server: Served) -> None:
         assert request(port, "/", headers)[0] == 403, origin
 
 
-def test_another_local_user_without_the_token_is_refused(server: Served) -> None:
+def test_another_local_user_without_the_token_is_refused(server: Dashboard) -> None:
     """What uid nobody did: open the dashboard's port (the URL is in ``ss -ltn``; the token
     is not)."""
     if os.geteuid() != 0:
