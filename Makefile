@@ -64,8 +64,18 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 		|| { echo "could not install chromium: run as root, or apt-get install chromium"; exit 1; }; }
 
+# Tests write only under temporary or ignored folders: the work tree (tracked files and
+# untracked ones git does not ignore) must be the same after pytest as before it.
+WORKTREE = { git status --porcelain=v1 --untracked-files=all; \
+	git ls-files -m -o --exclude-standard -z | xargs -0 -r sha1sum; } 2>/dev/null
+
 pytest: $(STAMP) $(LABEXT) browser
+	@$(WORKTREE) > $(VENV)/worktree.before || true
 	$(PY) -m pytest -q
+	@$(WORKTREE) > $(VENV)/worktree.after || true
+	@cmp -s $(VENV)/worktree.before $(VENV)/worktree.after || { \
+		echo "make test: the tests changed the work tree (they must write only under temporary or ignored folders):"; \
+		diff $(VENV)/worktree.before $(VENV)/worktree.after; exit 1; }
 
 test: lint typecheck contracts tscheck tslint pytest
 
