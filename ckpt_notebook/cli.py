@@ -11,7 +11,8 @@
                                          show or set the store's retention policy
     ckpt prune [--dry-run]               delete what the policy does not keep
     ckpt pin REF / ckpt unpin REF        keep a checkpoint whatever the policy says / undo
-    ckpt delete REF [--force]            delete one checkpoint (named or pinned: --force)
+    ckpt delete REF [--force] [--yes]    delete one checkpoint (named or pinned: --force;
+                                         a REF other than its id or name asks, or --yes)
     ckpt request-save [--tag T]...       ask the training loop on this store to save at
                                          its next step()
     ckpt copy SRC --name NAME [--to URL] copy a folder, file, archive, URL or checkpoint into
@@ -30,7 +31,8 @@ dashboard and every Checkpointer on the store apply the same one.
 
 Every command takes ``--store URL`` (default ``$CKPT_NOTEBOOK_STORE`` or ``./checkpoints``).
 A REF is ``latest``, ``best.<metric>[:min|max]``, an id, a name or a unique id prefix.
-Errors print one line, ``ckpt: error: ...``, and exit 1; usage errors exit 2.
+Errors print one line, ``ckpt: error: ...``, and exit 1; usage errors
+are one line too, pointing at ``--help``, and exit 2. ``ckpt`` alone prints the help.
 
 A thin adapter: it parses arguments, calls the store or the manager, and renders. The
 manager (and with it torch) is imported only by the commands that need it.
@@ -50,6 +52,7 @@ from ._version import __version__
 from .errors import CkptError, StoreError
 from .types import NAME_RULE, CheckpointInfo, format_bytes
 from .ui.argtypes import archive_limit, checkpoint_name, count, duration
+from .ui.cliparse import CliParser, cli_words, delete_target
 from .ui.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -305,7 +308,11 @@ def cmd_unpin(store: Store, args: argparse.Namespace) -> int:
 def cmd_delete(store: Store, args: argparse.Namespace) -> int:
     from .manager import maintenance
 
-    info = maintenance.delete(store, args.ref, force=args.force)
+    target = delete_target(store, args.ref, yes=args.yes)
+    if target is None:
+        print("nothing deleted")
+        return 1
+    info = maintenance.delete(store, target, force=args.force)
     print(f"deleted {info.id} (its blobs are freed by `ckpt gc`)")
     return 0
 
@@ -447,19 +454,19 @@ def _resolve(store: Store, ref: str) -> CheckpointInfo:
 
 
 # -- parsing and entry point ------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CliParser:
     store_help = "store path or fsspec URL (default: $CKPT_NOTEBOOK_STORE or ./checkpoints)"
-    common = argparse.ArgumentParser(add_help=False)
+    common = CliParser(add_help=False)
     # SUPPRESS: an absent --store after the command keeps the one given before it.
     common.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help=store_help)
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="ckpt", description="Checkpoints of PyTorch training: list, inspect, diff, verify, "
         "gc, export, and retention (policy, prune, pin, delete); ask a running loop to save; "
         "copy folders, files, archives and checkpoints into named ones, and get them back. "
         "REF: latest, best.<metric>[:min|max], an id, a name or an id prefix.")
     parser.add_argument("--store", metavar="URL", default=None, help=store_help)
     parser.add_argument("--version", action="version", version=f"ckpt_notebook {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")  # none: the help
 
     def add(name: str, func: Callable[[Store, argparse.Namespace], int],
             text: str) -> argparse.ArgumentParser:
@@ -507,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("delete", cmd_delete, "delete one checkpoint (named or pinned ones need --force)")
     p.add_argument("ref", metavar="REF")
     p.add_argument("--force", action="store_true", help="also a named or pinned checkpoint")
+    p.add_argument("--yes", action="store_true", help="no question when REF is not the id or "
+                   "name (latest, best.<metric>, a prefix): delete what it names now")
     p = add("request-save", cmd_request_save, "ask the training loop running on this store "
             "to save at its next step()")
     p.add_argument("--tag", action="append", default=[], metavar="T",
@@ -563,7 +572,11 @@ def _metric_name(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``ckpt``; returns the exit status (0 fine, 1 error, 2 usage error)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_command(argv)
+    if args.command is None:  # `ckpt` alone: what it can do
+        parser.print_help()
+        return 0
     try:
         from .storage import Store
 
@@ -582,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"ckpt: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    print(f"ckpt: error: {' '.join(cli_words(message).splitlines())}", file=sys.stderr)
 
 
 def _silence_stdout() -> None:

@@ -449,7 +449,7 @@ def test_policy_type_errors_are_usage_errors(capsys: pytest.CaptureFixture[str],
                            (["--keep-within", "0s"], "longer than zero")):
         code, _, err = ckpt(capsys, "policy", *argv, "--store", str(store))
         assert code == 2, argv
-        assert err.strip().splitlines()[-1].startswith("ckpt policy: error: argument ")
+        assert_one_error_line(err, "error: argument ", "`ckpt policy --help`")
         assert fragment in err, err
     assert not (store / "policy.json").exists()
 
@@ -690,7 +690,7 @@ def test_store_that_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 
 @pytest.mark.parametrize("argv", [
-    [], ["frobnicate"], ["show"], ["ls", "--bogus"], ["verify", "latest", "--all"],
+    ["frobnicate"], ["show"], ["ls", "--bogus"], ["verify", "latest", "--all"],
     ["export", "latest"], ["--store"], ["diff", "latest"], ["pin"], ["unpin"], ["delete"],
     ["prune", "latest"], ["request-save", "--tag"], ["request-save", "now"],
     ["policy", "--keep-last", "0"], ["policy", "--keep-last", "two"],
@@ -702,8 +702,7 @@ def test_store_that_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     code, _, err = ckpt(capsys, *argv)
     assert code == 2
-    assert "usage: ckpt" in err
-    assert "Traceback" not in err
+    assert_one_error_line(err, "--help` shows the usage")
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -755,7 +754,7 @@ def test_subprocess_cli_does_not_import_torch(store: Path) -> None:
             f"s = {str(store)!r}\n"
             "for argv in (['ls'], ['ls', '--json'], ['diff', 'good', 'latest'], ['pin', 'good'],"
             " ['unpin', 'good'], ['policy', '--keep-last', '1'], ['policy'], ['prune',"
-            " '--dry-run'], ['prune'], ['request-save'], ['delete', 'latest']):\n"
+            " '--dry-run'], ['prune'], ['request-save'], ['delete', 'latest', '--yes']):\n"
             "    assert main([*argv, '--store', s]) == 0, argv\n"
             "    assert 'torch' not in sys.modules, f'ckpt {argv} imported torch'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -883,7 +882,7 @@ def test_copy_invalid_name_is_a_usage_error_with_the_rule(capsys: pytest.Capture
     code, _, err = ckpt(capsys, "copy", str(tmp_path), "--name", name, "--store",
                         str(tmp_path / "s"))
     assert code == 2
-    assert NAME_RULE in err and "usage: ckpt copy" in err
+    assert NAME_RULE in err and "ckpt copy --help" in err
     assert not (tmp_path / "s").exists()
 
 

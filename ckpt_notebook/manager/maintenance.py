@@ -122,9 +122,9 @@ def delete(store: Store, ref: str, *, force: bool = False) -> CheckpointInfo:
         return CheckpointInfo(id=ref)
     if not force and info.named:
         raise NeedsForceError(f"{info.id} is a named (immutable) checkpoint; delete it with "
-                              "force=True (CLI: --force) if you really mean to")
+                              "force=True if you really mean to")
     if not force and info.id in store.pins.ids():
-        raise NeedsForceError(f"{info.id} is pinned; unpin it first or delete with "
+        raise NeedsForceError(f"{info.id} is pinned; unpin it first or delete it with "
                               "force=True")
     store.delete(info.id)
     return info

@@ -76,13 +76,17 @@ def _widget_bar(description: str) -> Iterator[Progress]:
 def _tqdm_bar(description: str) -> Iterator[Progress]:
     from tqdm import tqdm
 
-    bar: Any = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=description,
-                    leave=True)
+    # tqdm's own byte units say "MB" for MiB; the rest of ckpt says MiB, so the numbers are
+    # ours (rate_text) and tqdm draws only the bar.
+    bar: Any = tqdm(total=0, desc=description, leave=True,
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+    start = time.monotonic()
     lock = threading.Lock()
 
     def update(done: int, total: int) -> None:
         with lock:
             bar.total = total
+            bar.set_postfix_str(rate_text(done, total, time.monotonic() - start), refresh=False)
             bar.update(done - bar.n)
 
     try:
