@@ -54,6 +54,13 @@ from .types import NAME_RULE, CheckpointInfo, format_bytes
 from .ui.argtypes import archive_limit, checkpoint_name, count, duration
 from .ui.cliparse import CliParser, cli_words, delete_target
 from .ui.progress import progress_bar
+from .ui.storeargs import (
+    add_hub_arguments,
+    add_storage_option_arguments,
+    cli_store,
+    hub_url,
+    refuse_hub_flags,
+)
 
 if TYPE_CHECKING:
     from .retention import Policy, Status
@@ -341,6 +348,7 @@ def cmd_copy(store: Store, args: argparse.Namespace) -> int:
     hub = (args.to or "").startswith("hf://")
     if hub:
         return _upload(store, args)
+    refuse_hub_flags(args)
     if args.pattern or args.exclude or args.dry_run:
         raise ValueError("--pattern, --exclude and --dry-run go with Hub uploads "
                          "(--to hf://owner/repo[@revision])")
@@ -350,7 +358,8 @@ def cmd_copy(store: Store, args: argparse.Namespace) -> int:
     from .manager import copying
 
     with progress_bar(f"copy {args.name}", enabled=args.progress) as bar:
-        info = copying.copy(args.src, args.name, to=args.to, store=store, progress=bar,
+        info = copying.copy(args.src, args.name, to=args.to and cli_store(args.to, args),
+                            store=store, progress=bar,
                             archive_limits=dict(args.archive_limit))
     where = args.to or store.url
     what = "files" if info.kind == "files" else "training state"
@@ -367,7 +376,7 @@ def _upload(store: Store, args: argparse.Namespace) -> int:
                          "they are (leave --name out)")
     with progress_bar(f"upload {args.src}",
                       enabled=False if args.dry_run else args.progress) as bar:
-        report = upload_to_hub(args.src, args.to, store=store, patterns=args.pattern,
+        report = upload_to_hub(args.src, hub_url(args), store=store, patterns=args.pattern,
                                excludes=args.exclude, dry_run=args.dry_run, progress=bar)
     print(report)
     return 0
@@ -466,6 +475,7 @@ def build_parser() -> CliParser:
         "REF: latest, best.<metric>[:min|max], an id, a name or an id prefix.")
     parser.add_argument("--store", metavar="URL", default=None, help=store_help)
     parser.add_argument("--version", action="version", version=f"ckpt_notebook {__version__}")
+    add_storage_option_arguments(parser, common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")  # none: the help
 
     def add(name: str, func: Callable[[Store, argparse.Namespace], int],
@@ -534,6 +544,7 @@ def build_parser() -> CliParser:
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="hf:// uploads: leave out files matching GLOB (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="hf:// uploads: only list the files")
+    add_hub_arguments(p)
     p.add_argument("--archive-limit", type=archive_limit, action="append", default=[],
                    metavar="KEY=VALUE", help=ARCHIVE_LIMIT_HELP)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -578,9 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        from .storage import Store
-
-        return int(args.func(Store(args.store), args))
+        return int(args.func(cli_store(args.store, args), args))
     except (CkptError, ValueError, OSError) as err:
         if isinstance(err, BrokenPipeError):  # `ckpt ls | head`: the reader went away
             _silence_stdout()

@@ -54,20 +54,36 @@ class HubUpload:
         return f"uploaded {len(self.files)} file(s) to {where} (commit {self.commit})"
 
 
+_KINDS = {"datasets": "dataset", "spaces": "space", "models": "model"}
+_SLASHED_REVISIONS = ("refs/pr/", "refs/convert/")  # revisions that hold '/' themselves
+
+
 def parse_hf_url(url: str) -> tuple[str, str | None, str, str]:
-    """``hf://[datasets/]owner/repo[/sub][@rev]`` -> (repo_id, revision, repo_type, sub)."""
+    """``hf://[datasets/]owner/repo[/sub][@rev]`` -> (repo_id, revision, repo_type, sub).
+
+    The revision may also follow the repo, as huggingface_hub's HfFileSystem spells it:
+    ``hf://owner/repo@rev/sub`` (``refs/pr/1`` or ``refs%2Fpr%2F1`` there too).
+    """
+    from urllib.parse import unquote
+
     rest = url.removeprefix("hf://").strip("/")
-    revision = None
-    if "@" in rest:
-        rest, revision = rest.rsplit("@", 1)
-    parts = rest.split("/")
-    repo_type = "model"
-    if parts[0] in ("datasets", "spaces", "models"):
-        repo_type = {"datasets": "dataset", "spaces": "space", "models": "model"}[parts[0]]
-        parts = parts[1:]
-    if len(parts) < 2 or not all(parts[:2]):
-        raise ValueError(f"bad Hugging Face URL {url!r}: use hf://owner/repo[@revision]")
-    return "/".join(parts[:2]), revision, repo_type, "/".join(parts[2:])
+    kind, _, after_kind = rest.partition("/")
+    repo_type = _KINDS.get(kind, "model")
+    path = after_kind if kind in _KINDS else rest
+    if path.count("@") > 1:
+        first, second = path.split("@")[:2]
+        right = f"hf://{rest[:len(rest) - len(path)]}{first}/{second.partition('/')[2]}@REVISION"
+        raise ValueError(f"bad Hugging Face URL {url!r}: give one @revision, e.g. {right}")
+    path, at, revision = path.partition("@")
+    parts = path.split("/")
+    if len(parts) < 2 or not all(parts[:2]) or (at and not revision):
+        raise ValueError(f"bad Hugging Face URL {url!r}: use hf://owner/repo[/sub][@revision]")
+    sub = "/".join(parts[2:])
+    if at and len(parts) == 2:  # owner/repo@rev[/sub]
+        n = 3 if revision.startswith(_SLASHED_REVISIONS) else 1
+        pieces = revision.split("/")
+        revision, sub = "/".join(pieces[:n]), "/".join(pieces[n:])
+    return "/".join(parts[:2]), unquote(revision) if at else None, repo_type, sub.strip("/")
 
 
 def _selected(files: list[str], patterns: list[str], excludes: list[str]) -> list[str]:

@@ -27,6 +27,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import CheckpointExistsError, CkptError, StoreError
 from . import directio
+from .options import with_endpoint
 from .trust import store_path
 
 __all__ = ["Backend", "RetryPolicy", "describe_error", "is_transient", "open_backend"]
@@ -58,6 +59,7 @@ def open_backend(url: str | os.PathLike[str] | None, *,
     if isinstance(retry, int):
         retry = RetryPolicy(attempts=retry)
     protocol = url.split("://", 1)[0] if "://" in url else "file"
+    storage_options = with_endpoint(url, storage_options)
     try:
         fs, root = fsspec.core.url_to_fs(url, **storage_options)
     except ImportError as err:
@@ -69,7 +71,8 @@ def open_backend(url: str | os.PathLike[str] | None, *,
         raise StoreError(
             f"cannot open store {url!r}: {err}; use a local path or an fsspec URL ({known}, ...)"
         ) from err
-    return Backend(fs, root.rstrip("/") or "/", url, retry=retry)
+    return Backend(fs, root.rstrip("/") or "/", url, retry=retry,
+                   storage_options=storage_options)
 
 
 class Backend:
@@ -79,9 +82,10 @@ class Backend:
     exponential backoff and full jitter; after the last attempt the error names what failed.
     """
 
-    def __init__(self, fs: Any, root: str, url: str, *,
-                 retry: RetryPolicy | None = None) -> None:
+    def __init__(self, fs: Any, root: str, url: str, *, retry: RetryPolicy | None = None,
+                 storage_options: dict[str, Any] | None = None) -> None:
         self.fs = fs
+        self.storage_options = dict(storage_options or {})  # for other URLs of this user
         self.root = root
         self.url = url
         self.is_local = isinstance(fs, LocalFileSystem)
