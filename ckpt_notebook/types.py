@@ -203,10 +203,16 @@ class RestoreReport:
                      self.rng_note))
         return rows
 
-    def __str__(self) -> str:
-        head = f"Restored {self.checkpoint.id}"
+    @property
+    def _where(self) -> str:
+        """`` (run 'runB', step 7)``: which run's checkpoint this was, and its step."""
+        parts = [] if self.checkpoint.run is None else [f"run {self.checkpoint.run!r}"]
         if self.checkpoint.step is not None:
-            head += f" (step {self.checkpoint.step})"
+            parts.append(f"step {self.checkpoint.step}")
+        return f" ({', '.join(parts)})" if parts else ""
+
+    def __str__(self) -> str:
+        head = f"Restored {self.checkpoint.id}{self._where}"
         rows = self._rows()
         width = max(len(r[0]) for r in rows)
         lines = [head] + [
@@ -221,9 +227,8 @@ class RestoreReport:
             f"<tr><td>{esc(n)}</td><td>{esc(k)}</td><td>{esc(s)}</td><td>{esc(d)}</td></tr>"
             for n, k, s, d in self._rows()
         )
-        step = "" if self.checkpoint.step is None else f" (step {self.checkpoint.step})"
         return (
-            f"<div><b>Restored {esc(self.checkpoint.id)}</b>{esc(step)}"
+            f"<div><b>Restored {esc(self.checkpoint.id)}</b>{esc(self._where)}"
             "<table><thead><tr><th>object</th><th>kind</th><th>status</th><th>details</th>"
             f"</tr></thead><tbody>{cells}</tbody></table></div>"
         )

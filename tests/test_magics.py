@@ -632,7 +632,7 @@ def test_save_with_nothing_to_save(ip: InteractiveShell) -> None:
 
 def test_refs_on_an_empty_store(ip: InteractiveShell) -> None:
     for line in ("restore", "verify", "show latest", "pin latest"):
-        usage_error(ip, line, "no checkpoints in", "yet")
+        usage_error(ip, line, "no checkpoints of run", "yet")
 
 
 def test_a_bad_line_in_a_cell_does_not_raise(ip: InteractiveShell) -> None:

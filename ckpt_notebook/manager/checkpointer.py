@@ -43,7 +43,7 @@ from .maintenance import (
     unpin,
 )
 from .reading import export_weights, read_states, refuse_pickles, split_for_modules
-from .refs import names_weights_file, new_id, read_url_bytes, resolve_ref
+from .refs import is_run_keyword, names_weights_file, new_id, read_url_bytes, resolve_ref
 from .restoring import DirectReads, direct_reads, verify_blobs
 from .training import History, Schedule
 
@@ -348,14 +348,17 @@ class Checkpointer:
         return prune(self.store, dry_run=dry_run)
 
     def pin(self, ref: str) -> CheckpointInfo:
-        return pin(self.store, ref)
+        return pin(self.store, self._own(ref))
 
     def unpin(self, ref: str) -> CheckpointInfo:
-        return unpin(self.store, ref)
+        return unpin(self.store, self._own(ref))
 
     def delete(self, ref: str, *, force: bool = False) -> CheckpointInfo:
-        self.wait()
-        return delete(self.store, ref, force=force)
+        return delete(self.store, self._own(ref), force=force)
+
+    def _own(self, ref: str) -> str:
+        """``latest`` / ``best.<metric>`` -> this run's id; any other REF as it is."""
+        return self.resolve(ref).id if is_run_keyword(ref) else ref
 
     def wait(self) -> CheckpointInfo | None:
         """Wait for the save in flight; raise its error if it failed. Returns its info."""
@@ -395,7 +398,7 @@ class Checkpointer:
         """A REF (``latest``, ``best.<metric>[:min|max]``, an id, a name or a unique id
         prefix) -> the checkpoint it names."""
         self.wait()
-        return resolve_ref(self.store, ref)
+        return resolve_ref(self.store, ref, run=self.run)
 
     # -- restore -------------------------------------------------------------------------
     def restore(self, ref: str = "latest", *, weights_only: bool = False, strict: bool = True,
@@ -408,7 +411,7 @@ class Checkpointer:
         self.wait()
         if names_weights_file(self.store, ref):
             return self._restore_weights_file(ref, strict=strict)
-        info = resolve_ref(self.store, ref)
+        info = resolve_ref(self.store, ref, run=self.run)
         doc = self.store.manifest(info.id)
         saved: dict[str, Any] = doc["objects"]
         plan = self._restore_plan(saved, weights_only=weights_only)
@@ -501,7 +504,7 @@ class Checkpointer:
     def _restore_weights_file(self, ref: str, *, strict: bool) -> RestoreReport:
         from ..capture.torch import load_weights_file
 
-        raw = read_url_bytes(ref)
+        raw = read_url_bytes(ref, self.store)
         tensors = load_weights_file(raw, where=ref)
         modules = {n: o for n, o in self.objects.items() if capture.classify(o) == "module"}
         targets = split_for_modules(tensors, modules, where=ref)
@@ -522,7 +525,7 @@ class Checkpointer:
         self.wait()
         if not ref:
             return self.store.verify_all()
-        return [*self.store.verify(resolve_ref(self.store, ref).id)]
+        return [*self.store.verify(resolve_ref(self.store, ref, run=self.run).id)]
 
     def gc(self) -> Any:
         """Remove unreferenced blobs and leftover temp files."""
@@ -532,7 +535,7 @@ class Checkpointer:
     def export(self, ref: str, out: str | os.PathLike[str]) -> list[str]:
         """Write the model weights of a checkpoint as ``.safetensors`` or ``.pt`` that plain
         torch loads. Several modules are prefixed ``<name>.``; returns the keys written."""
-        return export_weights(self.store, resolve_ref(self.store, ref), out)
+        return export_weights(self.store, resolve_ref(self.store, ref, run=self.run), out)
 
     def list(self) -> list[CheckpointInfo]:
         """Every checkpoint in the store, oldest first."""

@@ -220,7 +220,8 @@ class CheckpointMagics(Magics):
                      title=f"{info.id}" + (" (named)" if info.named else ""), note=meta)
 
     def _diff(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
-        info_a, info_b, changes, same = maintenance.diff(s.store, a.ref_a, a.ref_b)
+        info_a, info_b, changes, same = maintenance.diff(s.store, s.resolve(a.ref_a).id,
+                                                         s.resolve(a.ref_b).id)
         return Table(["object", "tensor", "change", "detail"],
                      [[c.object, c.path, c.change, c.detail] for c in changes],
                      title=f"{info_a.id} -> {info_b.id}: {len(changes)} changed, {same} same")

@@ -1,0 +1,67 @@
+"""Every message is true: a restore says which run it came from and never claims what did
+not happen; ``latest`` inside a Checkpointer means its own run's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import mlp
+
+import ckpt_notebook as ckn
+from ckpt_notebook.manager import resolve_ref
+
+
+def _two_runs(store_dir: Path) -> tuple[ckn.CheckpointInfo, ckn.CheckpointInfo]:
+    """runA saves at step 3 (loss 0.5), then runB, same architecture, at step 7 (loss 0.1)."""
+    a = ckn.Checkpointer(store_dir, run="runA", model=mlp(seed=1), rng=False, async_save=False)
+    info_a = a.save(step=3, metrics={"loss": 0.5})
+    b = ckn.Checkpointer(store_dir, run="runB", model=mlp(seed=2), rng=False, async_save=False)
+    info_b = b.save(step=7, metrics={"loss": 0.1})
+    a.close()
+    b.close()
+    return info_a, info_b
+
+
+def test_latest_inside_a_checkpointer_is_its_own_runs(store_dir: Path) -> None:
+    info_a, _ = _two_runs(store_dir)
+    model = mlp(seed=9)
+    ckpt = ckn.Checkpointer(store_dir, run="runA", model=model, rng=False)
+    report = ckpt.restore("latest")
+    assert report.checkpoint.id == info_a.id
+    assert torch.equal(model[0].weight, mlp(seed=1)[0].weight)
+    assert str(report).splitlines()[0] == f"Restored {info_a.id} (run 'runA', step 3)"
+    assert "run &#x27;runA&#x27;" in report._repr_html_()
+    assert ckpt.resolve("best.loss").id == info_a.id
+
+
+def test_any_run_needs_an_explicit_spelling(store_dir: Path) -> None:
+    info_a, info_b = _two_runs(store_dir)
+    ckpt = ckn.Checkpointer(store_dir, run="runA", model=mlp(seed=9), rng=False)
+    assert ckpt.resolve("latest@any").id == info_b.id
+    assert ckpt.resolve("best.loss@any").id == info_b.id
+    assert ckpt.resolve("latest@runB").id == info_b.id
+    assert ckpt.resolve("ckpt:best.loss:min@runA").id == info_a.id
+    report = ckpt.restore("latest@any")
+    assert str(report).splitlines()[0] == f"Restored {info_b.id} (run 'runB', step 7)"
+    # without a run (the CLI, the dashboard) latest is the store's
+    assert resolve_ref(ckpt.store, "latest").id == info_b.id
+
+
+def test_a_run_with_no_checkpoints_says_so_and_names_the_way_out(store_dir: Path) -> None:
+    _two_runs(store_dir)
+    ckpt = ckn.Checkpointer(store_dir, run="runC", model=mlp(seed=9), rng=False)
+    with pytest.raises(ckn.CheckpointNotFoundError, match=r"of run 'runC'.*latest@any"):
+        ckpt.restore("latest")
+    with pytest.raises(ckn.CheckpointNotFoundError, match=r"of run 'runC'.*best.loss@any"):
+        ckpt.resolve("best.loss")
+
+
+def test_pin_and_delete_latest_mean_the_own_runs(store_dir: Path) -> None:
+    info_a, info_b = _two_runs(store_dir)
+    ckpt = ckn.Checkpointer(store_dir, run="runA", model=mlp(seed=9), rng=False)
+    assert ckpt.pin("latest").id == info_a.id
+    assert info_a.id in ckpt.store.pins.ids() and info_b.id not in ckpt.store.pins.ids()
+    assert ckpt.delete("latest", force=True).id == info_a.id
+    assert [i.id for i in ckpt.store.list()] == [info_b.id]
