@@ -247,3 +247,20 @@ def test_cli_upload_flags(hub: HubServer, tmp_path: Path,
     rc, out, err = cli(["copy", str(folder), "--name", "x", "--revision", "dev", *store],
                        capsys)
     assert rc == 1 and "--revision" in err and "hf://" in err
+
+
+def test_cli_copy_to_another_s3_store_gets_the_options(s3_server: S3Server, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    bucket = s3_server.make_bucket("copyto")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(b"W" * 100)
+    endpoint = json.dumps({"endpoint_url": s3_server.endpoint_url, "region_name": "us-east-1"})
+    flags = ["--storage-option", "key=testing", "--storage-option", "secret=testing",
+             "--storage-option", f"client_kwargs={endpoint}"]
+    rc, _out, err = cli(["copy", str(folder), "--name", "m1", "--store", str(tmp_path / "here"),
+                         "--to", s3_server.url(bucket, "there"), *flags], capsys)
+    assert rc == 0, err
+    there = Store(s3_server.url(bucket, "there"), **s3_server.storage_options)
+    assert there.exists("m1")
