@@ -392,7 +392,8 @@ def cmd_dashboard(store: Store, args: argparse.Namespace) -> int:
 def cmd_repair(store: Store, args: argparse.Namespace) -> int:
     from .manager.repair import repair
 
-    report = repair(store, source=args.source, dry_run=args.dry_run)
+    source = args.source and cli_store(args.source, args)
+    report = repair(store, source=source, dry_run=args.dry_run)
     if args.json:
         _print_json(report.to_json())
     else:

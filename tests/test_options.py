@@ -264,3 +264,27 @@ def test_cli_copy_to_another_s3_store_gets_the_options(s3_server: S3Server, tmp_
     assert rc == 0, err
     there = Store(s3_server.url(bucket, "there"), **s3_server.storage_options)
     assert there.exists("m1")
+
+
+def test_cli_repair_from_an_s3_store_gets_the_options(s3_server: S3Server, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    bucket = s3_server.make_bucket("mirror")
+    mirror = Store(s3_server.url(bucket, "mirror"), **s3_server.storage_options)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(b"W" * 1000)
+    copy(str(folder), "m1", store=mirror)
+    local = Store(tmp_path / "local")
+    copy("m1", "m1", store=mirror, to=local)
+    blob = next(p for p in (tmp_path / "local" / "blobs").rglob("*") if p.is_file())
+    blob.chmod(0o644)
+    blob.write_bytes(b"X" * 1000)
+    endpoint = json.dumps({"endpoint_url": s3_server.endpoint_url, "region_name": "us-east-1"})
+    rc, out, err = cli(["--store", str(tmp_path / "local"), "repair", "--from",
+                        s3_server.url(bucket, "mirror"), "--storage-option", "key=testing",
+                        "--storage-option", "secret=testing",
+                        "--storage-option", f"client_kwargs={endpoint}"], capsys)
+    assert rc == 0, err + out
+    assert "1 fixed" in out
+    assert not local.verify_all()
