@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import mlp
+from kernels import Kernel
 
 import ckpt_notebook as ckn
 from ckpt_notebook.manager import resolve_ref
@@ -65,3 +66,60 @@ def test_pin_and_delete_latest_mean_the_own_runs(store_dir: Path) -> None:
     assert info_a.id in ckpt.store.pins.ids() and info_b.id not in ckpt.store.pins.ids()
     assert ckpt.delete("latest", force=True).id == info_a.id
     assert [i.id for i in ckpt.store.list()] == [info_b.id]
+
+
+# -- a restore that restored nothing never says "Restored" ---------------------------------
+def _files_checkpoint(store_dir: Path, tmp_path: Path) -> ckn.CheckpointInfo:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("weights elsewhere\n")
+    return ckn.copy(folder, "exported", to=str(store_dir))
+
+
+def test_restoring_a_files_checkpoint_is_an_error_that_points_at_use(
+        store_dir: Path, tmp_path: Path) -> None:
+    _files_checkpoint(store_dir, tmp_path)
+    ckpt = ckn.Checkpointer(store_dir, run="runA", model=mlp(), rng=False)
+    with pytest.raises(ckn.RestoreError, match=r"'exported' is a files checkpoint.*use exported"):
+        ckpt.restore("exported")
+
+
+def test_percent_restore_of_a_files_checkpoint_says_use(store_dir: Path, tmp_path: Path) -> None:
+    _files_checkpoint(store_dir, tmp_path)
+    with Kernel(cwd=str(tmp_path)) as k:
+        k.run(f"%load_ext ckpt_notebook\n%checkpoint store {store_dir}")
+        reply, out = k.wait(k.start("%checkpoint restore exported"))
+    assert reply["status"] == "error"
+    assert "Restored" not in out
+    assert "%checkpoint use exported" in reply["evalue"]
+
+
+def test_a_non_strict_restore_that_matched_no_key_is_an_error(store_dir: Path) -> None:
+    saver = ckn.Checkpointer(store_dir, run="r", rng=False, async_save=False,
+                             model=torch.nn.Linear(3, 2))
+    saver.save(step=1)
+    other = torch.nn.Sequential(torch.nn.Linear(3, 2))  # same shapes, keys "0.weight", ...
+    before = other[0].weight.detach().clone()
+    ckpt = ckn.Checkpointer(store_dir, run="r", rng=False, model=other)
+    with pytest.raises(ckn.RestoreError, match=r"matched no key of 'model'.*nothing was loaded"):
+        ckpt.restore("latest", strict=False)
+    assert torch.equal(other[0].weight, before)
+
+
+def test_a_non_strict_weights_file_that_matched_no_key_is_an_error(tmp_path: Path,
+                                                                  store_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"encoder.weight": torch.zeros(2, 3)}, str(path))
+    ckpt = ckn.Checkpointer(store_dir, run="r", rng=False, model=torch.nn.Linear(3, 2))
+    with pytest.raises(ckn.RestoreError, match="matched no key"):
+        ckpt.restore(str(path), strict=False)
+
+
+def test_the_dashboard_offers_use_for_a_files_checkpoint(store_dir: Path, tmp_path: Path) -> None:
+    from ckpt_notebook.ui.dashboard.model import DashboardModel
+
+    _files_checkpoint(store_dir, tmp_path)
+    model = DashboardModel(store=str(store_dir))
+    assert model.details("exported")["restore_line"] == "%checkpoint use exported"

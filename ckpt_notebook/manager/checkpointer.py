@@ -44,7 +44,7 @@ from .maintenance import (
 )
 from .reading import export_weights, read_states, refuse_pickles, split_for_modules
 from .refs import is_run_keyword, names_weights_file, new_id, read_url_bytes, resolve_ref
-from .restoring import DirectReads, direct_reads, verify_blobs
+from .restoring import DirectReads, direct_reads, refuse_files, refuse_no_match, verify_blobs
 from .training import History, Schedule
 
 __all__ = ["Checkpointer"]
@@ -412,6 +412,7 @@ class Checkpointer:
         if names_weights_file(self.store, ref):
             return self._restore_weights_file(ref, strict=strict)
         info = resolve_ref(self.store, ref, run=self.run)
+        refuse_files(info)
         doc = self.store.manifest(info.id)
         saved: dict[str, Any] = doc["objects"]
         plan = self._restore_plan(saved, weights_only=weights_only)
@@ -469,6 +470,8 @@ class Checkpointer:
             kind = capture.classify(obj)
             missing, unexpected = capture.check_fits(name, kind, obj, state, strict=strict,
                                                      saved_kind=saved[name]["kind"])
+            if kind == "module":
+                refuse_no_match(name, obj, missing, unexpected, source="the checkpoint")
             reports.append(ObjectReport(name, "restored", kind, missing, unexpected))
         return reports
 
@@ -512,6 +515,7 @@ class Checkpointer:
         for name, state in targets.items():
             missing, unexpected = capture.check_fits(name, "module", modules[name], state,
                                                      strict=strict, saved_kind="module")
+            refuse_no_match(name, modules[name], missing, unexpected, source=ref)
             reports.append(ObjectReport(name, "restored", "module", missing, unexpected))
         for name, state in targets.items():
             capture.load_into(name, "module", modules[name], state, strict=strict)

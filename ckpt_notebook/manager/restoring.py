@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import capture
+from ..errors import RestoreError
 from ..storage import Store
 from ..storage.direct import read_tensor_into, verify_blobs
+from ..types import CheckpointInfo
 
-__all__ = ["DirectReads", "direct_reads", "verify_blobs"]
+__all__ = ["DirectReads", "direct_reads", "refuse_files", "refuse_no_match", "verify_blobs"]
 
 
 @dataclass
@@ -59,3 +61,23 @@ def direct_reads(ckpt_id: str, saved: Mapping[str, Any], plan: Sequence[str],
         if reads.entries:
             out[name] = reads
     return out
+
+
+def refuse_files(info: CheckpointInfo) -> None:
+    """A files checkpoint (a copied folder) holds no training state: restoring it would load
+    nothing and still say "Restored"."""
+    if info.kind == "files":
+        label = info.name or info.id
+        raise RestoreError(f"{label!r} is a files checkpoint (a copied folder), not training "
+                           f"state: there is nothing to restore; `%checkpoint use {label}` "
+                           "(ckpt_notebook.materialize in Python) gives its files")
+
+
+def refuse_no_match(name: str, module: Any, missing: Sequence[str], unexpected: Sequence[str],
+                    *, source: str) -> None:
+    """A non-strict load that matches none of a module's keys would load nothing at all."""
+    expected = len(module.state_dict())
+    if expected and len(missing) == expected:
+        saved = f", {source} has {unexpected[0]!r}" if unexpected else ""
+        raise RestoreError(f"{source} matched no key of {name!r} (it expects {missing[0]!r}"
+                           f"{saved}): nothing was loaded; build the model as it was saved")

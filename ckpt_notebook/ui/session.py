@@ -19,6 +19,7 @@ from typing import Any
 
 from ..capture import RNG_NAME, classify
 from ..manager import Checkpointer, names_weights_file
+from ..manager.restoring import refuse_files
 from ..types import CheckpointInfo, RestoreReport
 
 __all__ = ["NotebookCheckpointer", "get_session", "session"]
@@ -112,6 +113,7 @@ class NotebookCheckpointer(Checkpointer):
             self.objects = {n: o for n, o in self.discover().items() if classify(o) == "module"}
             return self.restore(ref, **kwargs)
         info = self.resolve(ref)
+        refuse_files(info)
         saved = self.store.manifest(info.id)["objects"]
         self.objects = {n: ns[n] for n in saved
                         if n != RNG_NAME and n in ns and saved[n]["kind"] != "value"}

@@ -87,5 +87,7 @@ export function badges(entry: IEntry, isLatest: boolean): string[] {
 
 /** The line that restores a checkpoint in a notebook (as the dashboard copies it). */
 export function restoreLine(entry: IEntry): string {
-  return `%checkpoint restore ${entry.name ?? entry.id}`;
+  // A files checkpoint holds no training state: `use` gives its files, `restore` would not.
+  const verb = entry.kind === 'files' ? 'use' : 'restore';
+  return `%checkpoint ${verb} ${entry.name ?? entry.id}`;
 }

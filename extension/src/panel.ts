@@ -276,7 +276,12 @@ export class CheckpointsPanel extends Widget {
 
     const actions = el('div', 'ckpt-Row-actions');
     actions.append(
-      this._action(copyIcon, 'Copy restore line', 'copy-line', () => this._copyLine(entry)),
+      this._action(
+        copyIcon,
+        entry.kind === 'files' ? 'Copy use line (%checkpoint use)' : 'Copy restore line',
+        'copy-line',
+        () => this._copyLine(entry)
+      ),
       this._action(lockIcon, entry.pinned ? 'Unpin' : 'Pin (retention keeps it)', 'pin', () =>
         void this._pin(store, entry)
       ),

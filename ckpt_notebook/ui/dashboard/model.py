@@ -219,7 +219,7 @@ class DashboardModel(param.Parameterized):
                  for rel, e in (doc.get("files") or {}).items()]
         return {"info": info, "objects": objects, "files": files,
                 "library_versions": doc.get("library_versions", {}),
-                "restore_line": self.restore_line(ckpt_id)}
+                "restore_line": self.restore_line(info)}
 
     def diff(self, a: str, b: str) -> dict[str, Any]:
         info_a, info_b, changes, same = maintenance.diff(self.store, a, b)
@@ -233,8 +233,12 @@ class DashboardModel(param.Parameterized):
         return maintenance.storage_summary(self.infos, blob_maps, prunable)
 
     @staticmethod
-    def restore_line(ckpt_id: str) -> str:
-        return f"%checkpoint restore {ckpt_id}"
+    def restore_line(info: dict[str, Any]) -> str:
+        """The line that brings checkpoint ``info`` (its manifest's ``checkpoint``) back in a
+        notebook: a files checkpoint holds no training state, so its line is ``use``."""
+        if info.get("kind") == "files":
+            return f"%checkpoint use {info.get('name') or info['id']}"
+        return f"%checkpoint restore {info['id']}"
 
     def best_direction(self, metric: str) -> str:
         return metric_mode(metric)
