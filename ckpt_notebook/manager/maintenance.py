@@ -12,6 +12,7 @@ from .. import retention
 from ..errors import CkptError, FormatError, IntegrityError, NeedsForceError
 from ..storage import GcReport, Store
 from ..types import CheckpointInfo
+from . import uses
 from .refs import resolve_ref
 
 __all__ = [
@@ -120,6 +121,11 @@ def delete(store: Store, ref: str, *, force: bool = False) -> CheckpointInfo:
             raise
         store.delete(ref)  # a checkpoint that cannot be read: deleting it accepts the loss
         return CheckpointInfo(id=ref)
+    in_use = [] if force else uses.users(store, info.id)
+    if in_use:
+        more = f" and {len(in_use) - 1} more" if len(in_use) > 1 else ""
+        raise NeedsForceError(f"{info.id} is in use: {in_use[0]}{more}; delete it with "
+                              "force=True once that copy is no longer needed")
     if not force and info.named:
         raise NeedsForceError(f"{info.id} is a named (immutable) checkpoint; delete it with "
                               "force=True if you really mean to")
@@ -127,6 +133,7 @@ def delete(store: Store, ref: str, *, force: bool = False) -> CheckpointInfo:
         raise NeedsForceError(f"{info.id} is pinned; unpin it first or delete it with "
                               "force=True")
     store.delete(info.id)
+    uses.forget(store, info.id)
     return info
 
 

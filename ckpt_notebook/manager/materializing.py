@@ -29,7 +29,8 @@ from ..errors import CkptError, IntegrityError
 from ..storage import Store, tensorfile
 from ..storage.blobs import INLINE_LIMIT, hash_chunks
 from ..storage.store import writer_alive
-from ..types import format_bytes
+from ..types import CheckpointInfo, format_bytes
+from . import uses
 from .reading import tensor_of
 from .refs import resolve_ref
 from .sources import MARKER, safe_relpath
@@ -80,12 +81,19 @@ def materialize_report(ref: str, directory: str | os.PathLike[str], *,
                        store: str | Store | None = None, progress: Progress | None = None,
                        owned: bool = False) -> Materialized:
     """:func:`materialize`, saying what it did. ``owned``: the folder is ours alone (the
-    ``use`` cache), so anything in it that does not verify is cleared away."""
+    ``use`` cache), so anything in it that does not verify is cleared away. The folder is
+    recorded as a user of the checkpoint (:mod:`.uses`): deleting it then needs force."""
     s = open_store(store)
     info = resolve_ref(s, ref)
+    report = _materialize(s, info, Path(directory).expanduser().absolute(), progress, owned)
+    uses.record(s, info.id, report.path)
+    return report
+
+
+def _materialize(s: Store, info: CheckpointInfo, out: Path, progress: Progress | None,
+                 owned: bool) -> Materialized:
     doc = s.manifest(info.id)
     stamp = _stamp(doc)
-    out = Path(directory).expanduser().absolute()
     state, marker = _folder_state(out, info.id, stamp)
     if state == "reusable":
         return _report(out, info.id, marker, reused=True)

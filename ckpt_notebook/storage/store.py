@@ -54,7 +54,7 @@ STORE_FILE = "ckpt-store.json"
 STORE_FORMAT = "ckpt_notebook.store"
 LOCK_FILE = ".lock"
 _STORE_ENTRIES = {"blobs", "manifests", "tmp", "index.json", "pins", "policy.json", "requests",
-                  "runs", locks.LOCK_DIR, STORE_FILE, "quarantine"}
+                  "runs", locks.LOCK_DIR, STORE_FILE, "quarantine", "uses"}
 _DIGEST_IN_TEXT = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 _TMP_MAX_AGE_S = 24 * 3600  # on stores without locks, temp files older than this are leftovers
 
