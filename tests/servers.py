@@ -26,6 +26,10 @@ Fixtures
     Content-Length and HTML directory listings: ``.url(relpath)``, ``.write(relpath, data)``,
     ``.write_lfs_pointer(relpath, data)``; ``.requests`` logs (method, path, range).
 ``hf_hub`` (function)  HubServer (see servers_hf.py): a loopback stand-in for the Hugging Face Hub.
+``ftp_files`` / ``ftps_files`` (function)  FTPServer (servers_ftp.py, pyftpdlib), anonymous and
+    read-only over a temp folder (``.root``), plain or explicit TLS with a self-signed
+    certificate (``.certfile``; trust it with SSL_CERT_FILE): ``.url(relpath)``,
+    ``.write(relpath, data)``.
 
 Pointing clients at them
 ------------------------
@@ -97,18 +101,23 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
+from servers_ftp import FTPServer, ftp_files, ftps_files, self_signed_pem
 from servers_hf import HubServer, hf_hub
 
 __all__ = [
+    "FTPServer",
     "FaultyProxy",
     "HTTPFileServer",
     "HubServer",
     "S3Server",
     "faulty_s3",
+    "ftp_files",
+    "ftps_files",
     "hf_hub",
     "http_files",
     "lfs_pointer",
     "s3_server",
+    "self_signed_pem",
 ]
 
 HOST = "127.0.0.1"
@@ -730,5 +739,5 @@ def http_files(tmp_path: Path) -> Iterator[HTTPFileServer]:
         yield server
 
 
-# hf_hub is defined in servers_hf.py and re-exported here.
-_ = hf_hub
+# hf_hub and the FTP fixtures are defined in servers_hf.py and servers_ftp.py, re-exported here.
+_ = (hf_hub, ftp_files, ftps_files, FTPServer, self_signed_pem)

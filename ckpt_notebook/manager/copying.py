@@ -40,6 +40,7 @@ from .sources import (
     Source,
     SourceFile,
     check_not_lfs_pointer,
+    expand_source,
     resolve_source,
 )
 from .transfers import CHUNK, Meter, Progress, open_store, parallel
@@ -72,6 +73,7 @@ def copy(src: str | os.PathLike[str], name: str, *, to: str | Store | None = Non
     dest = open_store(to) if to is not None else source_store
     if dest.exists(name):
         raise _taken(name, dest)
+    src = expand_source(os.fspath(src))  # ~ and $VAR, for the API, magic and CLI alike
     skip = _store_inside(os.fspath(src), dest)
     cache = hash_cache if hash_cache is not None else _default_cache()
     try:
@@ -280,7 +282,7 @@ def _lfs_checked(f: SourceFile) -> Callable[[], BinaryIO]:
         while len(head) < len(LFS_MAGIC) and (more := handle.read(len(LFS_MAGIC) - len(head))):
             head += more
         try:
-            check_not_lfs_pointer(head, where=f.relpath)
+            check_not_lfs_pointer(head, where=f.relpath, advice=f.lfs_advice)
         except CkptError:
             handle.close()
             raise

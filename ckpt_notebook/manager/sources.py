@@ -8,10 +8,14 @@ member, within limits against archive bombs (:mod:`.archives`); members with abs
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
+import re
+import socket
 import sqlite3
+import ssl
 import stat
 import tempfile
 import threading
@@ -20,8 +24,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import urlsplit
 
-from ..errors import CheckpointNotFoundError, CkptError, UnsafeFileError
+from ..errors import CheckpointNotFoundError, CkptError, StoreError, UnsafeFileError
 from ..storage import Store
 from ..types import CheckpointInfo
 from .refs import resolve_ref
@@ -29,12 +34,12 @@ from .refs import resolve_ref
 if TYPE_CHECKING:
     from .archives import ArchiveLimits
 
-__all__ = ["MARKER", "HashCache", "ReadStream", "Source", "SourceFile", "resolve_source",
-           "safe_relpath"]
+__all__ = ["MARKER", "HashCache", "ReadStream", "Source", "SourceFile", "expand_source",
+           "lfs_advice", "resolve_source", "safe_relpath"]
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2")
 REMOTE_PROTOCOLS = ("s3", "gs", "gcs", "az", "abfs", "abfss", "adl", "http", "https", "hf",
-                    "memory", "ftp", "sftp")
+                    "memory", "ftp", "ftps", "sftp")
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
 MARKER = ".ckpt_notebook.json"  # what materialize leaves in a folder it wrote
 
@@ -50,6 +55,7 @@ class SourceFile:
     executable: bool = False
     local_path: str | None = None
     check_lfs: bool = False  # remote sources: refuse Git LFS pointer files
+    lfs_advice: str = ""  # what to do about one (default: see lfs_advice)
     stat: os.stat_result | None = None  # local files: as listed, before any read
 
 
@@ -86,14 +92,20 @@ def resolve_source(src: str, store: Store, *, cache: HashCache | None = None,
     """Turn what the user named into files to copy (or a checkpoint to copy). ``skip``: a
     folder left out of a local folder's copy (the store itself, when it lies inside);
     ``limits``: what an archive may extract (see :mod:`.archives`)."""
-    text = os.fspath(src)
+    text = expand_source(os.fspath(src))
     protocol = text.split("://", 1)[0] if "://" in text else ""
     if protocol == "hf":
         return _remote_source(*_hf_fs(text), description=text, lfs=True, limits=limits)
-    if protocol in REMOTE_PROTOCOLS:
-        import fsspec
+    if protocol.startswith("git+"):
+        from .gitsource import git_source
 
-        fs, path = fsspec.core.url_to_fs(text)
+        return git_source(text, limits)
+    if protocol in REMOTE_PROTOCOLS:
+        from ..storage.options import inherited_options
+
+        options = inherited_options(text, store.url, store.backend.storage_options)
+        with unreachable(text):
+            fs, path = _url_to_fs(text, options)
         return _remote_source(fs, path, description=text, lfs=protocol in ("http", "https"),
                               limits=limits)
     if protocol == "file" or os.path.exists(text):
@@ -101,8 +113,23 @@ def resolve_source(src: str, store: Store, *, cache: HashCache | None = None,
     try:
         return Source(description=text, checkpoint=resolve_ref(store, text))
     except CheckpointNotFoundError as err:
+        unset = _unset_variable(text)
         raise CheckpointNotFoundError(
-            f"nothing to copy at {text!r}: no such file or folder, and {err}") from err
+            f"nothing to copy at {text!r}: no such file or folder{unset}, and {err}") from err
+
+
+def expand_source(text: str) -> str:
+    """``~``, ``~user``, ``$VAR`` and ``${VAR}`` in a local path, as a shell would expand
+    them (the magic and the API get the text unexpanded, and so does the CLI when quoted).
+    A URL, or a path that exists as written, is left as it is."""
+    if "://" in text or os.path.exists(text):
+        return text
+    return os.path.expandvars(os.path.expanduser(text))
+
+
+def _unset_variable(text: str) -> str:
+    names = re.findall(r"\$\{?(\w+)", text)
+    return f" (${names[0]} is not set)" if names else ""
 
 
 # -- local ------------------------------------------------------------------------------------
@@ -252,25 +279,72 @@ def _hf_fs(url: str) -> tuple[Any, str]:
 
     from huggingface_hub import HfFileSystem
 
-    rest = url.removeprefix("hf://").strip("/")
-    revision = None
-    if "@" in rest:
-        rest, revision = rest.rsplit("@", 1)
-    parts = rest.split("/")
-    n = 3 if parts[0] in ("datasets", "spaces", "models") else 2
-    if len(parts) < n:
-        raise ValueError(f"bad Hugging Face URL {url!r}: use hf://owner/repo[/subpath][@revision]")
-    repo, sub = "/".join(parts[:n]), "/".join(parts[n:])
+    from .hub import parse_hf_url  # both revision spellings, one parser
+
+    repo_id, revision, repo_type, sub = parse_hf_url(url)
+    repo = {"dataset": "datasets/", "space": "spaces/"}.get(repo_type, "") + repo_id
     path = repo + (f"@{quote(revision, safe='')}" if revision else "") + (f"/{sub}" if sub else "")
     return HfFileSystem(), path
 
 
+def _url_to_fs(url: str, options: dict[str, Any]) -> tuple[Any, str]:
+    """fsspec's filesystem for ``url``; ``ftp://`` and ``ftps://`` (FTP over explicit TLS,
+    the server's certificate verified) open a connection per file read (see :mod:`.ftp`)."""
+    import fsspec
+
+    if url.startswith(("ftp://", "ftps://")):
+        from .ftp import ftp_fs
+
+        return ftp_fs(url, options)
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    return fs, path
+
+
+@contextlib.contextmanager
+def unreachable(url: str) -> Iterator[None]:
+    """Say 'cannot connect' when the host cannot be reached: fsspec's HTTP answers an
+    unreachable host with FileNotFoundError (the connection error is in its ``__cause__``),
+    which would read 'not found'."""
+    try:
+        yield
+    except CkptError:
+        raise
+    except Exception as err:
+        reason = _connection_failure(err)
+        if reason is None:
+            raise
+        host = urlsplit(url).netloc.rpartition("@")[2] or url
+        raise StoreError(f"cannot connect to {host} ({reason}) to read {url!r}; check the "
+                         "address and that the server is running") from err
+
+
+def _connection_failure(err: BaseException | None) -> str | None:
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, ssl.SSLError):
+            return None  # a TLS failure is not a connection failure: it says its own words
+        if isinstance(err, (ConnectionError, socket.gaierror)) or \
+                type(err).__name__.startswith("ClientConnector"):  # aiohttp's connect errors
+            return str(getattr(err, "strerror", None) or err or type(err).__name__)
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
 def _remote_source(fs: Any, path: str, *, description: str, lfs: bool,
                    limits: ArchiveLimits | None = None) -> Source:
+    with unreachable(description):
+        return _remote_files(fs, path, description=description, lfs=lfs, limits=limits)
+
+
+def _remote_files(fs: Any, path: str, *, description: str, lfs: bool,
+                  limits: ArchiveLimits | None) -> Source:
     try:
         is_dir = fs.isdir(path)
-    except Exception:
+    except Exception as err:
+        if _connection_failure(err) is not None:
+            raise
         is_dir = False
+    advice = lfs_advice(description)
     if not is_dir:
         if path.lower().endswith(ARCHIVE_SUFFIXES):
             from .archives import archive_source
@@ -284,29 +358,61 @@ def _remote_source(fs: Any, path: str, *, description: str, lfs: bool,
             source.cleanup.append(cleanup)
             return source
         try:
-            size = int(fs.size(path) or 0)
+            size = _size(fs, path, fs.info(path).get("size"))
         except FileNotFoundError as err:
+            if _connection_failure(err) is not None:
+                raise
             raise CheckpointNotFoundError(f"nothing to copy at {description!r}: not found") from err
         name = posixpath.basename(path.rstrip("/")) or "file"
-        return Source(description, [SourceFile(name, size, lambda: fs.open(path, "rb"),
-                                               check_lfs=lfs)])
-    files = []
+        return Source(description, [SourceFile(name, size, _opener(fs, path), check_lfs=lfs,
+                                               lfs_advice=advice)], cleanup=_closer(fs))
+    listed = []
     for full, info in sorted(fs.find(path, detail=True).items()):
         if info.get("type") == "directory":
             continue
         rel = safe_relpath(full[len(path.rstrip("/")) + 1:], where=description)
-        if rel == MARKER:
-            continue
-        files.append(SourceFile(rel, int(info.get("size") or 0), _opener(fs, full),
-                                check_lfs=lfs))
-    if not files:
+        if rel != MARKER:
+            listed.append((rel, full, info.get("size")))
+    if not listed:
         raise CkptError(f"nothing to copy: {description!r} holds no files")
+    sizes = _sizes(fs, [(full, size) for _, full, size in listed])
+    files = [SourceFile(rel, size, _opener(fs, full), check_lfs=lfs, lfs_advice=advice)
+             for (rel, full, _), size in zip(listed, sizes, strict=True)]
     check_layout(files, where=description)
-    return Source(description, files)
+    return Source(description, files, cleanup=_closer(fs))
+
+
+def _size(fs: Any, path: str, listed: Any) -> int:
+    """A file's size: as listed, else as the server tells it (an HTTP folder's HTML listing
+    has no sizes; a HEAD, or the start of a GET, gives its Content-Length)."""
+    if listed is not None:
+        return int(listed)
+    size = fs.info(path).get("size")
+    if size is None:
+        raise CkptError(f"cannot copy {path!r}: the server does not tell its size (no "
+                        "Content-Length); download it first and copy the local file")
+    return int(size)
+
+
+def _sizes(fs: Any, items: list[tuple[str, Any]]) -> list[int]:
+    """The sizes of many files, asking the server (in parallel) only for those not listed."""
+    if all(size is not None for _, size in items):
+        return [int(size) for _, size in items]
+    from ..storage.blobs import parallel_map
+
+    return parallel_map(lambda item: _size(fs, *item), items, 8, name="ckpt-size")
 
 
 def _opener(fs: Any, path: str) -> Callable[[], BinaryIO]:
+    opener = getattr(fs, "open_for_reading", None)  # one connection per open file (FTP)
+    if opener is not None:
+        return lambda: opener(path)
     return lambda: fs.open(path, "rb")
+
+
+def _closer(fs: Any) -> list[Callable[[], None]]:
+    close = getattr(fs, "close_connections", None)
+    return [close] if close is not None else []
 
 
 def _download(fs: Any, path: str) -> tuple[str, Callable[[], None]]:
@@ -317,11 +423,22 @@ def _download(fs: Any, path: str) -> tuple[str, Callable[[], None]]:
     return local, lambda: os.unlink(local)
 
 
-def check_not_lfs_pointer(head: bytes, *, where: str) -> None:
+def lfs_advice(source: str) -> str:
+    """What to do when ``source`` serves a Git LFS pointer instead of a file."""
+    if source.startswith("hf://"):
+        return ("the Hub has no LFS content for it (an upload that did not finish?); check "
+                "the file on the Hub, or ask the repository's owner to push it again")
+    if source.startswith("git+"):
+        return ("install Git LFS (`git lfs install`) so the clone fetches LFS content, then "
+                "copy again")
+    return ("fetch the content with `git lfs pull` and copy the local file, or, for a file "
+            "on the Hugging Face Hub, use its hf://owner/repo/path URL")
+
+
+def check_not_lfs_pointer(head: bytes, *, where: str, advice: str = "") -> None:
     if head.startswith(LFS_MAGIC):
         raise CkptError(f"{where} is a Git LFS pointer file, not the file's content: the "
-                        "server returned the pointer; fetch it with `git lfs pull`, or use "
-                        "the hf:// URL of the file")
+                        f"server returned the pointer; {advice or lfs_advice('')}")
 
 
 # -- shared -----------------------------------------------------------------------------------

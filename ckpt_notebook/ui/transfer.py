@@ -9,6 +9,7 @@ from typing import Any
 
 from ..manager import copying, materializing
 from ..manager.hub import HubUpload, upload_to_hub
+from ..manager.sources import expand_source
 from ..types import CheckpointInfo
 from .progress import progress_bar
 
@@ -37,7 +38,7 @@ def copy(src: str | os.PathLike[str], name: str | None = None, to: str | None = 
             raise ValueError(f"a Hub upload takes no name: the files go to {to} as they are "
                              "(leave the name out)")
         with progress_bar(f"upload {src}", enabled=progress) as bar:
-            return upload_to_hub(os.fspath(src), str(to), store=store if isinstance(
+            return upload_to_hub(expand_source(os.fspath(src)), str(to), store=store if isinstance(
                 store, Store) else Store(store), patterns=patterns, excludes=excludes,
                 dry_run=dry_run, progress=bar)
     if patterns or excludes or dry_run:
