@@ -235,6 +235,13 @@ def test_git_url_parsing(url: str, remote: str, rev: str | None) -> None:
     assert parse_git_url(url) == (remote, rev)
 
 
+@pytest.mark.parametrize("url", ["git+ext::sh -c touch% /tmp/x://h/r", "git+https://h/r@-oX",
+                                 "git+https://h/r.git@", "git+https:///"])
+def test_bad_git_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="bad git URL"):
+        parse_git_url(url)
+
+
 # -- unreachable hosts --------------------------------------------------------------------------
 @pytest.mark.parametrize("scheme", ["http", "https", "ftp", "git+https"])
 def test_unreachable_host_says_so(scheme: str, store: Store) -> None:

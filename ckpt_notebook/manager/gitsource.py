@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["git_source", "parse_git_url"]
 
+# git's transports that only fetch; never ext:: (runs a command) or other helpers
+_SCHEMES = ("https", "http", "ssh", "git", "file")
+
 
 def parse_git_url(url: str) -> tuple[str, str | None]:
     """``git+SCHEME://HOST/PATH[@REV]`` -> (``SCHEME://HOST/PATH``, REV or None)."""
@@ -36,7 +39,8 @@ def parse_git_url(url: str) -> tuple[str, str | None]:
     path, rev = parts.path, None
     if "@" in path:
         path, rev = path.rsplit("@", 1)
-    if not parts.scheme or not path.strip("/") or rev == "" or (rev or "").startswith("-"):
+    if parts.scheme not in _SCHEMES or not path.strip("/") or rev == "" or \
+            (rev or "").startswith("-"):
         raise ValueError(f"bad git URL {url!r}: use git+https://host/owner/repo.git[@REV] "
                          "(or git+ssh://, git+file://)")
     return urlunsplit(parts._replace(path=path, fragment="")), rev
