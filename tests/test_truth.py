@@ -123,3 +123,22 @@ def test_the_dashboard_offers_use_for_a_files_checkpoint(store_dir: Path, tmp_pa
     _files_checkpoint(store_dir, tmp_path)
     model = DashboardModel(store=str(store_dir))
     assert model.details("exported")["restore_line"] == "%checkpoint use exported"
+
+
+# -- manual, interrupt and after-cell saves carry the step's metrics -----------------------
+def test_a_manual_save_carries_the_metrics_step_recorded_for_that_step(store_dir: Path) -> None:
+    ckpt = ckn.Checkpointer(store_dir, run="r", rng=False, async_save=False, model=mlp())
+    ckpt.step(5, {"loss": 0.25})
+    assert dict(ckpt.save(step=5).metrics) == {"loss": 0.25}
+    assert dict(ckpt.save(step=5, metrics={"acc": 0.5}).metrics) == {"loss": 0.25, "acc": 0.5}
+    assert dict(ckpt.save(step=6).metrics) == {}  # step 6 recorded nothing
+
+
+def test_percent_save_after_a_loop_carries_its_metrics(tmp_path: Path, store_dir: Path) -> None:
+    with Kernel(cwd=str(tmp_path)) as k:
+        k.run(f"%load_ext ckpt_notebook\n%checkpoint store {store_dir}\n"
+              "import torch, ckpt_notebook as ckn\nmodel = torch.nn.Linear(2, 2)\n"
+              "for step in range(1, 4):\n    ckn.session().step(step, {'loss': 1.0 / step})\n")
+        k.run("%checkpoint save")
+    [info] = ckn.Store(store_dir).list()
+    assert info.step == 3 and dict(info.metrics) == {"loss": pytest.approx(1 / 3)}

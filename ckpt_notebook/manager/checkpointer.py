@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import sys
 import threading
@@ -25,7 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from .. import capture, retention
-from ..errors import BackgroundSaveError, CheckpointExistsError, RestoreError
+from ..errors import BackgroundSaveError, CheckpointExistsError, CkptError, RestoreError
 from ..storage import Store, StoreProblem, VerifyProblem
 from ..storage.blobs import Known, TensorRef
 from ..types import CheckpointInfo, ObjectReport, RestoreReport, TensorData, utc_now, validate_name
@@ -153,7 +154,8 @@ class Checkpointer:
             validate_name(name)
             if self.store.exists(name):
                 raise name_taken(name, self.store)
-        cleaned = clean_metrics(metrics)
+        # a manual, interrupt or after-cell save carries what step() recorded for its step
+        cleaned = {**self.history.metrics_at(step), **clean_metrics(metrics)}
         sync = not self.async_save if wait is None else wait
         snaps = self._snapshot_all(copy=not sync)  # a synchronous save reads tensors in place
         self._fingerprints = self._fingerprint_all()
@@ -275,6 +277,9 @@ class Checkpointer:
             new_bytes = sum(r.size for r in {r.digest: r for r in (*puts, *pickle_puts)
                                              if r.new}.values())
             final = replace(info, new_bytes=new_bytes, committed=True)
+            same = self._same_as_last(final, objects)
+            if same is not None:  # nothing new: no duplicate row
+                return same, refs
             try:
                 store.commit(final, objects=objects, blobs=blobs,
                              library_versions=library_versions())
@@ -283,6 +288,22 @@ class Checkpointer:
                     raise
                 raise name_taken(info.name, store) from err
         return final, refs
+
+    def _same_as_last(self, info: CheckpointInfo,
+                      objects: dict[str, Any]) -> CheckpointInfo | None:
+        """The previous checkpoint when this save would repeat it exactly: unnamed, same run,
+        step and metrics, and the same state (every blob digest and value)."""
+        last = self.last
+        if (last is None or info.name is not None or info.step is None
+                or (last.run, last.step) != (info.run, info.step)
+                or dict(last.metrics) != dict(info.metrics)):
+            return None
+        try:
+            saved = self.store.manifest(last.id)["objects"]
+            same = json.dumps(saved, sort_keys=True) == json.dumps(objects, sort_keys=True)
+        except (CkptError, OSError, TypeError, ValueError, KeyError):
+            return None
+        return last if same else None
 
     # -- the training loop ---------------------------------------------------------------
     def step(self, step: int, metrics: Mapping[str, Any] | None = None, *,

@@ -71,6 +71,7 @@ class History:
         self.store = store
         self.run = run
         self.latest: dict[str, float] = {}
+        self.last_step: int | None = None
         self._rows: list[dict[str, Any]] = []
         self._segment = self._new_segment_name()
         self._dirty = False
@@ -86,11 +87,17 @@ class History:
         for key, value in metrics.items():
             if value is not None and math.isfinite(value):
                 self.latest[key] = value
+        self.last_step = step
         row: dict[str, Any] = {"step": step, "time": time.time(), "metrics": metrics}
         if epoch is not None:
             row["epoch"] = epoch
         self._rows.append(row)
         self._dirty = True
+
+    def metrics_at(self, step: int | None) -> dict[str, float]:
+        """The metrics a save at ``step`` carries when not told any: those :meth:`record`
+        last recorded, if it last recorded this very step (else none)."""
+        return dict(self.latest) if step is not None and step == self.last_step else {}
 
     def flush(self, *, force: bool = False) -> None:
         now = time.monotonic()
