@@ -74,6 +74,18 @@ def test_ftp_folder_read_in_parallel(ftp_files: FTPServer, store: Store, tmp_pat
     assert files_of(store, "one-file", tmp_path / "one") == {"b.bin": FILES["sub/b.bin"]}
 
 
+def test_ftp_file_past_the_inline_limit(ftp_files: FTPServer, store: Store,
+                                        tmp_path: Path) -> None:
+    """Streamed in two passes (hash, then write): two opens, each on a free connection."""
+    from ckpt_notebook.storage.blobs import INLINE_LIMIT
+
+    big = {"big.bin": data(INLINE_LIMIT + 12_345, 7), "small.txt": b"s"}
+    for rel, content in big.items():
+        ftp_files.write(f"large/{rel}", content)
+    copy(ftp_files.url("large/"), "large", store=store)
+    assert files_of(store, "large", tmp_path / "out") == big
+
+
 def test_ftps_folder(ftps_files: FTPServer, store: Store, tmp_path: Path,
                      monkeypatch: pytest.MonkeyPatch) -> None:
     for rel, content in FILES.items():

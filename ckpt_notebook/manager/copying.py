@@ -62,8 +62,9 @@ def copy(src: str | os.PathLike[str], name: str, *, to: str | Store | None = Non
     """Copy ``src`` into a new named checkpoint ``name`` in ``to`` (default: the store).
 
     ``src`` is a folder, a file, an archive (extracted as it is imported), a URL (``s3://``,
-    ``gs://``, ``az://``, ``hf://owner/repo[/sub][@rev]``, ``http(s)://``) or a checkpoint
-    REF of ``store``. A local path wins over a checkpoint of the same name.
+    ``gs://``, ``az://``, ``hf://owner/repo[/sub][@rev]``, ``http(s)://``, ``ftp(s)://``,
+    ``git+https://host/repo.git[@REV]``) or a checkpoint REF of ``store``; ``~`` and
+    ``$VAR`` expand. A local path wins over a checkpoint of the same name.
     ``archive_limits`` raises (or lowers) what an archive may extract, e.g.
     ``{"size": "200G", "ratio": 1000, "entries": 10**6}`` (see :mod:`.archives`).
     """
