@@ -180,6 +180,7 @@ class CheckpointMagics(Magics):
     # -- subcommands ---------------------------------------------------------------------
     def _save(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
         added = s.remember(a.vars)
+        before = s.last
         try:
             if not s.discover():
                 raise ValueError("nothing to save: no torch Module, Optimizer, scheduler or "
@@ -188,6 +189,9 @@ class CheckpointMagics(Magics):
         except Exception:
             s.forget(added)  # a VAR that cannot be saved must not break later saves
             raise
+        if before is not None and info.id == before.id:
+            return (f"nothing new: the state at step {info.step} is exactly {info.id}'s; "
+                    "no checkpoint added")
         return Table(["id", "step", "objects", "size", "new", "seconds"],
                      [[info.id, info.step, ", ".join(info.objects),
                        format_bytes(info.logical_bytes), format_bytes(info.new_bytes),
