@@ -145,6 +145,8 @@ def test_home_and_variables_expand_in_the_magic(tmp_path: Path,
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WORK", str(tmp_path / "home" / "work"))
     write_folder(tmp_path / "home" / "work" / "models")
+    store = Store(tmp_path / "store")
+    copy(tmp_path / "home" / "work" / "models", "seed", store=store)  # a store, not a typo
     config = Config()
     config.HistoryManager.hist_file = ":memory:"
     shell = InteractiveShell.instance(config=config)
@@ -158,7 +160,6 @@ def test_home_and_variables_expand_in_the_magic(tmp_path: Path,
         old = session_mod._SESSIONS.pop(id(shell), None)
         if old is not None:
             old.close()
-    store = Store(tmp_path / "store")
     assert files_of(store, "tilde", tmp_path / "t") == FILES
     assert set(files_of(store, "dollar", tmp_path / "d")) == {"b.bin", "deep/c.json"}
 
@@ -177,6 +178,10 @@ def test_unset_variable_is_named(store: Store, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("NO_SUCH_VAR_CKPT", raising=False)
     with pytest.raises(CheckpointNotFoundError, match=r"\$NO_SUCH_VAR_CKPT is not set"):
         copy("$NO_SUCH_VAR_CKPT/models", "x", store=store)
+    monkeypatch.setenv("SET_VAR_CKPT", "/nonexistent")
+    with pytest.raises(CheckpointNotFoundError) as err:
+        copy("$SET_VAR_CKPT/models", "x", store=store)
+    assert "'/nonexistent/models'" in str(err.value) and "not set" not in str(err.value)
 
 
 # -- Git ----------------------------------------------------------------------------------------

@@ -128,7 +128,8 @@ def expand_source(text: str) -> str:
 
 
 def _unset_variable(text: str) -> str:
-    names = re.findall(r"\$\{?(\w+)", text)
+    """' ($NAME is not set)' when ``text`` (already expanded) still holds an unset variable."""
+    names = [n for n in re.findall(r"\$\{?(\w+)", text) if n not in os.environ]
     return f" (${names[0]} is not set)" if names else ""
 
 
