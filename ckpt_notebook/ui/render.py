@@ -67,11 +67,12 @@ def short_time(iso: str) -> str:
 
 def checkpoint_table(infos: Sequence[CheckpointInfo], status: Mapping[str, Any] | None = None,
                      *, title: str = "") -> Table:
-    """The checkpoint list every UI shows: id, step, metrics, sizes, retention status."""
+    """The checkpoint list every UI shows, newest first (``infos`` come oldest first, as
+    ``Store.list()`` gives them): id, step, metrics, sizes, retention status."""
     metrics = sorted({k for i in infos for k in i.metrics})
     columns = ["id", "run", "step", "created", *metrics, "size", "new", "status"]
     rows = []
-    for i in infos:
+    for i in reversed(infos):
         st = status.get(i.id) if status else None
         rows.append([i.id, i.run, i.step, short_time(i.created),
                      *(i.metrics.get(m) for m in metrics), format_bytes(i.logical_bytes),
