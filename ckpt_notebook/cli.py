@@ -1,6 +1,6 @@
 """``ckpt``: list, inspect, verify, garbage-collect and export checkpoints from a shell.
 
-    ckpt ls [--json]                     every checkpoint, oldest first, with its status
+    ckpt ls [--json]                     every checkpoint, newest first, with its status
     ckpt show REF [--json]               one checkpoint's metadata and objects
     ckpt diff REF1 REF2                  which tensors changed (from hashes; reads no data)
     ckpt verify [REF | --all]            re-hash blobs; exit 1 if any does not match
@@ -74,7 +74,7 @@ Progress = Callable[[int, int], None]
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_ls(store: Store, args: argparse.Namespace) -> int:
-    infos = store.list()
+    infos = store.list()[::-1]  # newest first, as the widget, the dashboard and the lab list
     status = _statuses(store, infos) if infos else {}
     if args.json:  # one compact entry per line: readable, and the C encoder keeps it fast
         print("[" + ",\n ".join(json.dumps(_ls_entry(i, status)) for i in infos) + "]")
@@ -326,16 +326,11 @@ def cmd_delete(store: Store, args: argparse.Namespace) -> int:
 
 def cmd_request_save(store: Store, args: argparse.Namespace) -> int:
     from .manager import maintenance
-    from .storage.store import STORE_FILE
 
-    fresh = not store.backend.exists(STORE_FILE)
-    store.ensure_writable()  # refuses a folder that is not a store
     fields: dict[str, Any] = {"tags": list(args.tag)} if args.tag else {}
     req_id = maintenance.request_save(store, **fields)
     print(f"requested a save ({req_id}): the training loop using {store.url} saves at its "
           "next step() (Checkpointer.step() or session().step() check about once a second)")
-    if fresh:
-        print(f"note: nothing was ever saved to {store.url}; if no loop uses it, check --store")
     return 0
 
 
@@ -485,7 +480,7 @@ def build_parser() -> CliParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("ls", cmd_ls, "list every checkpoint, oldest first")
+    p = add("ls", cmd_ls, "list every checkpoint, newest first (as every UI lists them)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p = add("show", cmd_show, "show one checkpoint's metadata and objects")
     p.add_argument("ref", metavar="REF")
@@ -582,6 +577,10 @@ def _metric_name(text: str) -> str:
     return text
 
 
+NEEDS_A_STORE = frozenset({"ls", "show", "verify", "gc", "export", "diff", "prune", "pin",
+                           "unpin", "delete", "request-save"})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``ckpt``; returns the exit status (0 fine, 1 error, 2 usage error)."""
     parser = build_parser()
@@ -590,7 +589,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(cli_store(args.store, args), args))
+        store = cli_store(args.store, args)
+        if args.command in NEEDS_A_STORE:  # a mistyped --store is not an empty store
+            from .storage.presence import require_store
+
+            require_store(store, fix="check --store (a store is made by its first save)")
+        return int(args.func(store, args))
     except (CkptError, ValueError, OSError) as err:
         if isinstance(err, BrokenPipeError):  # `ckpt ls | head`: the reader went away
             _silence_stdout()

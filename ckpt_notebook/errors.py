@@ -7,7 +7,8 @@ what was wrong, where, and how to fix it. Backend errors are translated at the b
 
     CkptError
     ├── StoreError (OSError)                  the store URL or its backend failed
-    │   └── StoreBusyError                    another process holds the store (gc vs. save)
+    │   ├── StoreBusyError                    another process holds the store (gc vs. save)
+    │   └── StoreNotFoundError (FileNotFoundError)  nothing is at the URL: no store there
     ├── CheckpointNotFoundError (LookupError) a REF that names no checkpoint
     ├── CheckpointExistsError (FileExistsError)  a write-once name is taken
     ├── NeedsForceError (PermissionError)     deleting a named or pinned checkpoint, no force
@@ -38,6 +39,7 @@ __all__ = [
     "RestoreError",
     "StoreBusyError",
     "StoreError",
+    "StoreNotFoundError",
     "UnsafeFileError",
     "UnsafePathError",
 ]
@@ -56,6 +58,10 @@ class StoreError(CkptError, OSError):
 
 class StoreBusyError(StoreError):
     """Another process holds the store in a way that conflicts with this operation."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """Nothing is at a store URL that must name an existing store (a mistyped path)."""
 
 
 class CheckpointNotFoundError(CkptError, LookupError):

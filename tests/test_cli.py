@@ -93,7 +93,7 @@ def flip_byte(path: Path, offset: int = -1) -> None:
 
 
 # -- ls ---------------------------------------------------------------------------------------
-def test_ls_table_oldest_first(capsys: pytest.CaptureFixture[str], store: Path,
+def test_ls_table_newest_first(capsys: pytest.CaptureFixture[str], store: Path,
                                ids: list[str]) -> None:
     code, out, err = ckpt(capsys, "ls", "--store", str(store))
     assert (code, err) == (0, "")
@@ -101,15 +101,15 @@ def test_ls_table_oldest_first(capsys: pytest.CaptureFixture[str], store: Path,
     assert lines[0].split() == ["ID", "KIND", "RUN", "STEP", "CREATED", "METRICS", "SIZE",
                                 "NEW", "STATUS"]
     rows = lines[1:4]
-    assert [r.split()[0] for r in rows] == ids
+    assert [r.split()[0] for r in rows] == ids[::-1]
     assert "good *" in rows[1]
     assert [r.endswith(s) for r, s in zip(rows, ("kept: no policy", "named (immutable)",
                                                  "kept: no policy"), strict=True)] == [True] * 3
     assert all(RUN in r for r in rows)
-    assert "val_loss=0.5 acc=0.5" in rows[0]
+    assert "val_loss=0.5 acc=0.5" in rows[2]
     cells = [r.replace(" *", "").split() for r in rows]
     assert [c[1] for c in cells] == ["state"] * 3
-    assert [c[3] for c in cells] == ["1", "2", "3"]
+    assert [c[3] for c in cells] == ["3", "2", "1"]
     assert lines[-1].startswith("* named")
 
 
@@ -118,16 +118,22 @@ def test_ls_json_is_the_store_listing(capsys: pytest.CaptureFixture[str], store:
     assert code == 0
     data = json.loads(out)
     assert data == [{**i.to_json(), "status": "named (immutable)" if i.named
-                     else "kept: no policy", "pinned": False} for i in Store(str(store)).list()]
-    assert [CheckpointInfo.from_json(d).step for d in data] == [1, 2, 3]
+                     else "kept: no policy", "pinned": False}
+                    for i in Store(str(store)).list()[::-1]]  # newest first
+    assert [CheckpointInfo.from_json(d).step for d in data] == [3, 2, 1]
 
 
 def test_ls_empty_store(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # issue 13: a path with nothing there is not an empty store (a mistyped --store)
     code, out, err = ckpt(capsys, "ls", "--store", str(tmp_path / "nothing-here"))
+    assert (code, out) == (1, "")
+    assert_one_error_line(err, "no store at", "nothing is there")
+    assert not (tmp_path / "nothing-here").exists()  # listing never creates a store
+    Store(str(tmp_path / "empty")).ensure_writable()  # a store with no checkpoint (yet)
+    code, out, err = ckpt(capsys, "ls", "--store", str(tmp_path / "empty"))
     assert (code, err) == (0, "")
     assert out.startswith("no checkpoints in ")
-    assert not (tmp_path / "nothing-here").exists()  # listing never creates a store
-    code, out, _ = ckpt(capsys, "ls", "--json", "--store", str(tmp_path / "nothing-here"))
+    code, out, _ = ckpt(capsys, "ls", "--json", "--store", str(tmp_path / "empty"))
     assert (code, json.loads(out)) == (0, [])
 
 
@@ -142,7 +148,7 @@ def test_store_option_before_after_and_from_env(capsys: pytest.CaptureFixture[st
     monkeypatch.setenv("CKPT_NOTEBOOK_STORE", str(store))
     from_env = ckpt(capsys, "ls", "--json")
     assert from_env == before
-    assert [d["id"] for d in json.loads(before[1])] == ids
+    assert [d["id"] for d in json.loads(before[1])] == ids[::-1]
 
 
 def test_ls_ten_thousand_checkpoints(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -163,8 +169,8 @@ def test_ls_ten_thousand_checkpoints(capsys: pytest.CaptureFixture[str], tmp_pat
         assert (code, err) == (0, "")
         lines = out.splitlines()
         assert len(lines) == n + 1
-        assert lines[1].startswith("20240101-000000-000000")
-        assert lines[-1].startswith(f"20240101-000000-{n - 1:06x}")
+        assert lines[-1].startswith("20240101-000000-000000")
+        assert lines[1].startswith(f"20240101-000000-{n - 1:06x}")
     assert (root / "index.json").exists()
 
 
@@ -267,6 +273,10 @@ def test_verify_missing_blob(capsys: pytest.CaptureFixture[str], store: Path,
 
 
 def test_verify_empty_store(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = ckpt(capsys, "verify", "--all", "--store", str(tmp_path / "typo"))
+    assert (code, out) == (1, "")  # issue 13: nothing there is no store, not an empty one
+    assert_one_error_line(err, "no store at")
+    Store(str(tmp_path / "empty")).ensure_writable()
     code, out, _ = ckpt(capsys, "verify", "--all", "--store", str(tmp_path / "empty"))
     assert code == 0 and out.startswith("no checkpoints")
     code, out, err = ckpt(capsys, "verify", "--store", str(tmp_path / "empty"))
@@ -302,8 +312,13 @@ def test_gc_refuses_a_folder_that_is_not_a_store(capsys: pytest.CaptureFixture[s
                                                  tmp_path: Path) -> None:
     code, _, err = ckpt(capsys, "gc", "--store", str(tmp_path / "typo"))
     assert code == 1
-    assert_one_error_line(err, "not a ckpt_notebook store")
+    assert_one_error_line(err, "no store at", "nothing is there")  # issue 13
     assert not (tmp_path / "typo").exists()
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
+    code, _, err = ckpt(capsys, "gc", "--store", str(tmp_path / "photos"))
+    assert code == 1
+    assert_one_error_line(err, "not a ckpt_notebook store")
 
 
 # -- export -----------------------------------------------------------------------------------
@@ -359,10 +374,10 @@ def test_ls_status_follows_policy_and_pins(capsys: pytest.CaptureFixture[str], s
         ("kept: pinned", True), ("named (immutable)", True), ("kept: latest 1/1", False)]
     code, out, _ = ckpt(capsys, "ls", "--store", str(store))
     assert code == 0
-    rows = out.splitlines()[1:4]
-    assert rows[0].endswith("kept: pinned")
+    rows = out.splitlines()[1:4]  # newest first
+    assert rows[2].endswith("kept: pinned")
     assert rows[1].endswith("named (immutable)")
-    assert rows[2].endswith("kept: latest 1/1")
+    assert rows[0].endswith("kept: latest 1/1")
 
 
 def test_ls_with_broken_policy_still_lists(capsys: pytest.CaptureFixture[str], store: Path,
@@ -370,7 +385,7 @@ def test_ls_with_broken_policy_still_lists(capsys: pytest.CaptureFixture[str], s
     (store / "policy.json").write_text('{"keep_last": -4}')
     code, out, err = ckpt(capsys, "ls", "--store", str(store))
     assert code == 0
-    assert [line.split()[0] for line in out.splitlines()[1:4]] == ids
+    assert [line.split()[0] for line in out.splitlines()[1:4]] == ids[::-1]
     assert all(line.endswith("?") for line in out.splitlines()[1:4])
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ckpt: warning: "), err
@@ -537,8 +552,9 @@ def test_prune_without_a_policy_keeps_everything(capsys: pytest.CaptureFixture[s
 
 def test_prune_on_a_missing_store_creates_nothing(capsys: pytest.CaptureFixture[str],
                                                   tmp_path: Path) -> None:
-    code, out, _ = ckpt(capsys, "prune", "--store", str(tmp_path / "none"))
-    assert code == 0 and out.startswith("nothing to prune")
+    code, out, err = ckpt(capsys, "prune", "--store", str(tmp_path / "none"))
+    assert (code, out) == (1, "")  # issue 13: a mistyped store says nothing is there
+    assert_one_error_line(err, "no store at", "nothing is there")
     assert not (tmp_path / "none").exists()
 
 
@@ -634,10 +650,11 @@ def test_request_save_tags_reach_the_checkpoint(capsys: pytest.CaptureFixture[st
 
 def test_request_save_on_a_new_or_foreign_folder(capsys: pytest.CaptureFixture[str],
                                                  tmp_path: Path) -> None:
+    # issue 13: a path that is not a store is refused, not made into one
     code, out, err = ckpt(capsys, "request-save", "--store", str(tmp_path / "fresh"))
-    assert (code, err) == (0, "")
-    assert "note: nothing was ever saved to" in out
-    assert len(list((tmp_path / "fresh" / "requests").iterdir())) == 1
+    assert (code, out) == (1, "")
+    assert_one_error_line(err, "no store at", "nothing is there", "--store")
+    assert not (tmp_path / "fresh").exists()
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
     code, _, err = ckpt(capsys, "request-save", "--store", str(tmp_path / "photos"))
@@ -730,7 +747,7 @@ def test_unexpected_error_is_still_one_line(capsys: pytest.CaptureFixture[str], 
 def test_subprocess_ls_and_show(store: Path, ids: list[str]) -> None:
     proc = ckpt_proc("ls", env={"CKPT_NOTEBOOK_STORE": str(store)})
     assert (proc.returncode, proc.stderr) == (0, "")
-    assert [line.split()[0] for line in proc.stdout.splitlines()[1:4]] == ids
+    assert [line.split()[0] for line in proc.stdout.splitlines()[1:4]] == ids[::-1]
     proc = ckpt_proc("--store", str(store), "show", "good", "--json")
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["checkpoint"]["name"] == "good"

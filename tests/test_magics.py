@@ -558,6 +558,7 @@ def test_session_step_schedule_and_save_requests(ip: InteractiveShell,
                                                  tmp_path: Path) -> None:
     training_state(ip)
     magic(ip, "auto --every 2")
+    store_of(ip).ensure_writable()  # issue 13: request-save refuses a path that is no store
     assert ckpt_main(["request-save", "--store", str(tmp_path / "store")]) == 0
     s = session_mod.session()
     assert s is sess(ip)

@@ -142,3 +142,28 @@ def test_percent_save_after_a_loop_carries_its_metrics(tmp_path: Path, store_dir
         k.run("%checkpoint save")
     [info] = ckn.Store(store_dir).list()
     assert info.step == 3 and dict(info.metrics) == {"loss": pytest.approx(1 / 3)}
+
+
+# -- a mistyped store is not silently accepted ----------------------------------------------
+def test_cli_on_a_store_that_is_not_there_fails(capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path) -> None:
+    from ckpt_notebook.cli import main
+
+    missing = tmp_path / "nonexistent"
+    for argv in (["ls"], ["ls", "--json"], ["request-save"], ["prune"]):
+        assert main([*argv, "--store", str(missing)]) == 1, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("ckpt: error: no store at"), err
+        assert "nothing is there" in err and "--store" in err and err.count("\n") == 1
+    assert not missing.exists()
+
+
+def test_percent_store_says_when_nothing_is_there(tmp_path: Path) -> None:
+    typo = tmp_path / "chekpoints"
+    with Kernel(cwd=str(tmp_path)) as k:
+        out = k.run(f"%load_ext ckpt_notebook\n%checkpoint store {typo}")
+        assert f"nothing is at {typo}" in out and "--create" in out
+        out = k.run(f"%checkpoint store {tmp_path / 'new'} --create")
+    assert "nothing is at" not in out
+    assert ckn.Store(tmp_path / "new").list() == [] and (tmp_path / "new").is_dir()
+    assert not typo.exists()

@@ -63,7 +63,10 @@ def _build_parsers() -> dict[str, _Parser]:
     p = parser("diff", "Which tensors changed between two checkpoints (from hashes).")
     p.add_argument("ref_a", metavar="REF1")
     p.add_argument("ref_b", metavar="REF2")
-    parser("store", "Show or set the store.").add_argument("url", nargs="?", metavar="URL")
+    p = parser("store", "Show or set the store.")
+    p.add_argument("url", nargs="?", metavar="URL")
+    p.add_argument("--create", action="store_true",
+                   help="make a new store at URL now (else a URL with nothing there is noted)")
     parser("verify", "Re-hash the blobs of a checkpoint (default latest).").add_argument(
         "ref", nargs="?", default="latest", metavar="REF")
     parser("prune", "Delete what the retention policy does not keep.").add_argument(
@@ -104,7 +107,7 @@ USAGE = """%checkpoint SUBCOMMAND [options]   (%checkpoint SUBCOMMAND -h for one
 
   save [--name NAME] [--step N] [--metric KEY=VALUE]... [--tag T]... [VAR ...]
   restore [REF] [--weights-only] [--no-strict]
-  list | show REF | diff REF1 REF2 | verify [REF] | store [URL]
+  list | show REF | diff REF1 REF2 | verify [REF] | store [URL [--create]]
   prune [--dry-run] | delete REF [--force] | pin REF | unpin REF
   policy [--keep-last N] [--keep-best N --monitor METRIC [--mode min|max]]
          [--keep-every STEPS] [--keep-within DURATION] [--clear]
@@ -231,8 +234,16 @@ class CheckpointMagics(Magics):
                      title=f"{info_a.id} -> {info_b.id}: {len(changes)} changed, {same} same")
 
     def _store(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
+        from ..storage.presence import nothing_there
+
         if a.url:
             s = get_session(self.shell, store=a.url)
+            if a.create:
+                s.store.ensure_writable()
+            elif nothing_there(s.store):  # a mistyped path must not pass for an empty store
+                print(f"note: nothing is at {s.store.url} (no store, no folder): check the "
+                      "path if you meant an existing store; the first save makes one there "
+                      "(--create makes it now)")
         return f"store: {s.store.url}"
 
     def _verify(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
