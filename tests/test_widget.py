@@ -169,3 +169,29 @@ def test_progress_is_throttled(store_dir: Path) -> None:
     assert values[-1] == 1.0
     assert len(values) <= 5, "a burst of callbacks sends a handful of updates, not thousands"
     assert "KiB" in w.progress_label.value
+
+
+def test_buttons_show_a_click_at_once_and_say_a_busy_kernel_queues_it(
+        kernel: tuple[Kernel, Path]) -> None:
+    """A busy kernel cannot run a click's handler, so the buttons are toggle buttons: the
+    browser shows one pressed the moment it is clicked (client-side state), and it stays down
+    until the kernel has run it; the panel says so, and how to save during training."""
+    k, _ = kernel
+    assert k.value("all(type(b).__name__ == 'ToggleButton' for b in w.buttons.values())")
+    hint = k.value("w.hint.value")
+    assert "busy" in hint and "ckpt request-save" in hint
+    count = "len(w.session.store.list())"  # an earlier test may have switched the store
+    before = k.value(count)
+    k.run("with torch.no_grad(): model[0].weight.add_(0.5)")
+    k.run("w.buttons['Save'].value = True; w.wait()")  # what the browser sends on a click
+    assert k.value("w.buttons['Save'].value") is False  # up again: the click was run
+    assert k.value(count) == before + 1
+
+
+def test_widget_save_of_an_unchanged_state_says_nothing_new(kernel: tuple[Kernel, Path]) -> None:
+    k, _ = kernel
+    k.run("w.save(); w.wait()")
+    before = k.value("len(w.session.store.list())")
+    k.run("w.save(); w.wait()")
+    assert k.value("len(w.session.store.list())") == before
+    assert "nothing new" in k.value("w.message.value")

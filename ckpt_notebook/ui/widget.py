@@ -3,6 +3,12 @@
 The checkpoint table with retention statuses, a chooser (newest first) for the checkpoint
 that Restore / Verify / Pin act on, Save, a progress bar and a one-line message area.
 
+A kernel busy in a training cell runs no click handler until the cell ends. So the buttons
+are toggle buttons: the browser shows one pressed the moment it is clicked (its state is the
+widget's own, no kernel needed), and the kernel lets it up once it has run the action; a line
+under the buttons says so, and that ``ckpt request-save`` (or the JupyterLab panel's Request
+save) reaches a running loop through the store.
+
 Save snapshots on the kernel's thread and writes in the background; the progress bar follows
 the write from the save thread by setting ``value`` traits only (at most ~10 updates a second),
 which needs ipykernel >= 7.1 to reach the browser while the kernel is idle. Errors show as one
@@ -26,6 +32,10 @@ from .session import NotebookCheckpointer, existing_session, session
 __all__ = ["CheckpointWidget", "widget"]
 
 PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress updates a second reach the browser
+BUSY_HINT = ("<small>A pressed button stays down until the kernel runs it: a kernel busy in "
+             "a cell runs clicks when the cell ends. To save during training: "
+             "<code>ckpt request-save</code> in a terminal, or <i>Request save</i> in the "
+             "JupyterLab Checkpoints panel.</small>")
 
 
 class CheckpointWidget:
@@ -42,7 +52,8 @@ class CheckpointWidget:
         self.message = widgets.HTML()
         self.bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0)
         self.progress_label = widgets.Label()
-        self.buttons = {name: widgets.Button(description=name, tooltip=tip) for name, tip in (
+        self.buttons = {name: widgets.ToggleButton(description=name, tooltip=tip)
+                        for name, tip in (
             ("Save", "save the notebook's training state"),
             ("Restore", "load the chosen checkpoint into the notebook's objects"),
             ("Verify", "re-hash the blobs of the chosen checkpoint"),
@@ -51,12 +62,14 @@ class CheckpointWidget:
         for name, action in (("Save", self.save), ("Restore", self.restore),
                              ("Verify", self.verify), ("Pin", self.toggle_pin),
                              ("Refresh", self.refresh)):
-            self.buttons[name].on_click(lambda _button, act=action: act())
+            self.buttons[name].observe(_pressed(self.buttons[name], action), names="value")
+        self.hint = widgets.HTML(BUSY_HINT)
         self.choice.observe(lambda _change: self._update_pin_button(), names="value")
         self.view = widgets.VBox([
             widgets.HBox([self.choice, *self.buttons.values()]),
             widgets.HBox([self.bar, self.progress_label]),
             self.message,
+            self.hint,
             self.table,
         ])
         self.refresh()
@@ -187,6 +200,11 @@ class CheckpointWidget:
             self._say(f"the save of {info.id} was finished by another call; see its output")
             return
         self.bar.value = 1.0
+        if final is not None and final.id != info.id:  # the same state was saved already
+            self.progress_label.value = "nothing new"
+            self._say(f"nothing new: the state at step {final.step} is exactly {final.id}'s; "
+                      "no checkpoint added")
+            return
         self.progress_label.value = f"saved {info.id}"
         self.refresh()
         new = f", {format_bytes(final.new_bytes)} new" if final is not None else ""
@@ -218,6 +236,17 @@ class CheckpointWidget:
         line = html.escape(" ".join(text.split()))
         self.message.value = (f"<span style='color:#b00020'>{line}</span>" if error
                               else f"<span>{line}</span>")
+
+
+def _pressed(button: Any, action: Any) -> Any:
+    """A toggle button's observer: run ``action`` when pressed, then let the button up."""
+    def run(change: dict[str, Any]) -> None:
+        if change["new"]:
+            try:
+                action()
+            finally:
+                button.value = False
+    return run
 
 
 def _option(info: CheckpointInfo) -> str:
