@@ -13,6 +13,7 @@ credentials) is used unrecorded rather than refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -52,11 +53,9 @@ def record(store: Store, ckpt_id: str, path: Path) -> None:
     key = hashlib.sha256(f"{host}\0{path}".encode()).hexdigest()[:24]
     doc = {"checkpoint": check_id(ckpt_id, where="use record"), "host": host,
            "pid": os.getpid(), "path": str(path), "since": utc_now()}
-    try:
+    with contextlib.suppress(OSError, CkptError):  # a read-only store: used unrecorded
         store.backend.write_atomic(f"{USES_DIR}/{ckpt_id}/{key}.json", [seal(doc)],
                                    durable=False)
-    except (OSError, CkptError):
-        pass
 
 
 def users(store: Store, ckpt_id: str) -> list[Use]:
