@@ -54,6 +54,7 @@ from .types import NAME_RULE, CheckpointInfo, format_bytes
 from .ui.argtypes import archive_limit, checkpoint_name, count, duration
 from .ui.cliparse import CliParser, cli_words, delete_target
 from .ui.progress import progress_bar
+from .ui.saverequest import add_request_save_arguments
 from .ui.storeargs import (
     add_hub_arguments,
     add_storage_option_arguments,
@@ -325,12 +326,10 @@ def cmd_delete(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_request_save(store: Store, args: argparse.Namespace) -> int:
-    from .manager import maintenance
+    from .ui.saverequest import request_save_report
 
-    fields: dict[str, Any] = {"tags": list(args.tag)} if args.tag else {}
-    req_id = maintenance.request_save(store, **fields)
-    print(f"requested a save ({req_id}): the training loop using {store.url} saves at its "
-          "next step() (Checkpointer.step() or session().step() check about once a second)")
+    print(request_save_report(store, tags=args.tag, lifetime_s=args.lifetime,
+                              wait_s=args.wait))
     return 0
 
 
@@ -526,6 +525,7 @@ def build_parser() -> CliParser:
             "to save at its next step()")
     p.add_argument("--tag", action="append", default=[], metavar="T",
                    help="a tag for the requested checkpoint (repeatable)")
+    add_request_save_arguments(p)
     progress_help = "show a progress bar (default: when stderr is a terminal)"
     p = add("copy", cmd_copy, "copy a folder, file, archive (.zip .tar .tar.gz .tgz .tar.bz2, "
             "extracted), URL or checkpoint REF into a named, write-once checkpoint; or upload "

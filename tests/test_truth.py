@@ -167,3 +167,40 @@ def test_percent_store_says_when_nothing_is_there(tmp_path: Path) -> None:
     assert "nothing is at" not in out
     assert ckn.Store(tmp_path / "new").list() == [] and (tmp_path / "new").is_dir()
     assert not typo.exists()
+
+
+# -- save requests expire -------------------------------------------------------------------
+def test_an_expired_save_request_is_not_honoured(store_dir: Path) -> None:
+    from ckpt_notebook.manager import request_save
+
+    loop = ckn.Checkpointer(store_dir, run="r", rng=False, async_save=False, model=mlp())
+    loop.save(step=0)
+    request_save(loop.store, lifetime_s=0.0)  # made while no loop ran; its time is up
+    assert loop.step(1) is None
+    assert loop.store.requests.pending() == []  # dropped, not left for the next loop
+    request_save(loop.store)
+    loop._next_request_poll = 0.0
+    assert loop.step(2) is not None  # a fresh one is honoured
+
+
+def test_an_old_request_without_an_expiry_is_dropped(store_dir: Path) -> None:
+    import json
+
+    loop = ckn.Checkpointer(store_dir, run="r", rng=False, async_save=False, model=mlp())
+    loop.save(step=0)
+    (store_dir / "requests").mkdir(exist_ok=True)
+    (store_dir / "requests" / "1-abcdef.json").write_text(json.dumps(
+        {"id": "1-abcdef", "action": "save", "requested": "2020-01-01T00:00:00+00:00"}))
+    assert loop.step(1) is None and loop.store.requests.pending() == []
+
+
+def test_request_save_says_its_lifetime_and_whether_a_loop_took_it(
+        capsys: pytest.CaptureFixture[str], store_dir: Path) -> None:
+    from ckpt_notebook.cli import main
+
+    ckn.Checkpointer(store_dir, run="r", rng=False, async_save=False, model=mlp()).save(step=0)
+    assert main(["request-save", "--lifetime", "90s", "--store", str(store_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "expires at" in out and "(in 90 s)" in out
+    assert main(["request-save", "--wait", "0.2", "--store", str(store_dir)]) == 0
+    assert "no training loop took it within 0.2 s" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..errors import FormatError, IntegrityError
@@ -100,20 +100,32 @@ class PolicyFile:
         self.backend.write_atomic(self.NAME, [seal(dict(doc), indent=1)])
 
 
+REQUEST_LIFETIME_S = 120.0
+"""How long a save request waits for a training loop to take it."""
+
+
 class RequestQueue:
     """Requests from outside a busy kernel (CLI, dashboard), honoured by ``step()``."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
-    def put(self, action: str, **fields: Any) -> str:
+    def put(self, action: str, *, lifetime_s: float = REQUEST_LIFETIME_S, **fields: Any) -> str:
+        """Queue a request; a loop that has not taken it within ``lifetime_s`` never will
+        (a request made while no loop ran must not fire minutes later, after a restart)."""
         req_id = f"{time.time_ns()}-{secrets.token_hex(3)}"
-        doc = {"id": req_id, "action": action, "requested": utc_now(), **fields}
+        expires = datetime.now(timezone.utc) + timedelta(seconds=lifetime_s)
+        doc = {"id": req_id, "action": action, "requested": utc_now(),
+               "expires": expires.isoformat(), **fields}
         self.backend.write_atomic(f"requests/{req_id}.json", [json.dumps(doc).encode()])
         return req_id
 
     def pending(self) -> list[str]:
         return sorted(n for n in self.backend.listdir("requests") if n.endswith(".json"))
+
+    def is_pending(self, req_id: str) -> bool:
+        """Whether request ``req_id`` still waits (no loop took it, and no loop dropped it)."""
+        return self.backend.exists(f"requests/{req_id}.json")
 
     def take(self, action: str | None = None) -> list[dict[str, Any]]:
         """Claim the pending requests (of ``action``): each is returned to one taker only."""
@@ -126,7 +138,7 @@ class RequestQueue:
                 continue
             if action is not None and doc.get("action") != action:
                 continue
-            if self._claim(rel):
+            if self._claim(rel) and not _expired(doc):  # an expired one is dropped
                 taken.append(doc)
         return taken
 
@@ -140,6 +152,20 @@ class RequestQueue:
                 return False  # another process took it first
             return True
         self.backend.remove(rel)
+        return True
+
+
+def _expired(doc: Mapping[str, Any]) -> bool:
+    """Past its ``expires`` time; a request of an older version (none) lives
+    :data:`REQUEST_LIFETIME_S` from ``requested``; one whose times do not read is expired."""
+    try:
+        if isinstance(doc.get("expires"), str):
+            expires = datetime.fromisoformat(doc["expires"])
+        else:
+            expires = datetime.fromisoformat(str(doc.get("requested"))) + timedelta(
+                seconds=REQUEST_LIFETIME_S)
+        return bool(expires <= datetime.now(timezone.utc))
+    except (TypeError, ValueError):  # naive or unreadable times
         return True
 
 

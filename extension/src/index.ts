@@ -168,7 +168,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         try {
           await requestSave(store);
           Notification.success(
-            `Save requested: the training loop on ${store} saves at its next step().`,
+            `Save requested: the training loop on ${store} saves at its next step(); ` +
+              'with no loop running, the request expires unsaved in 2 minutes.',
             { autoClose: 5000 }
           );
         } catch (error) {

@@ -305,9 +305,12 @@ class DashboardModel(param.Parameterized):
         return _outcome(lambda: self._after(str(maintenance.prune(self.store))))
 
     def request_save(self) -> Outcome:
+        from ...storage.control import REQUEST_LIFETIME_S
+
         return _outcome(lambda: (maintenance.request_save(self.store, by="dashboard") and
                                  "save requested: the running training loop saves at its "
-                                 "next step()"))
+                                 f"next step(); with no loop running it expires in "
+                                 f"{REQUEST_LIFETIME_S:g} s, unsaved"))
 
 
 def _best_of(status: Status | None) -> list[str]:

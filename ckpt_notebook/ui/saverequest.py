@@ -1,0 +1,59 @@
+"""``ckpt request-save``: ask a running loop to save, and say what became of the request.
+
+A request lives :data:`~ckpt_notebook.storage.control.REQUEST_LIFETIME_S` (``--lifetime``)
+and a loop's ``step()`` looks about once a second, so the report says when it expires, and
+with ``--wait`` whether a loop took it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from ..storage.control import REQUEST_LIFETIME_S
+from .argtypes import duration
+
+if TYPE_CHECKING:
+    from ..storage import Store
+
+__all__ = ["add_request_save_arguments", "request_save_report"]
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text!r}")
+    return value
+
+
+def add_request_save_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lifetime", type=duration, default=REQUEST_LIFETIME_S,
+                   metavar="DURATION", help="a loop that has not taken the request by then "
+                   f"never will (90s, 5min; default {REQUEST_LIFETIME_S:g}s)")
+    p.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS and say whether a training loop took the request")
+
+
+def request_save_report(store: Store, *, tags: list[str], lifetime_s: float,
+                        wait_s: float) -> str:
+    from ..manager import maintenance
+
+    fields = {"tags": list(tags)} if tags else {}
+    req_id = maintenance.request_save(store, lifetime_s=lifetime_s, **fields)
+    expires = datetime.now(timezone.utc) + timedelta(seconds=lifetime_s)
+    head = (f"requested a save ({req_id}): the training loop using {store.url} saves at its "
+            "next step() (Checkpointer.step() or session().step() check about once a second)")
+    if wait_s > 0:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and store.requests.is_pending(req_id):
+            time.sleep(min(0.1, wait_s))
+        if not store.requests.is_pending(req_id):
+            return f"{head}; a training loop took it"
+        return (f"{head}; no training loop took it within {wait_s:g} s: it waits until "
+                f"{expires:%H:%M:%S} UTC, then expires")
+    return f"{head}; it expires at {expires:%H:%M:%S} UTC (in {lifetime_s:g} s) if none does"
