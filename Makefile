@@ -16,6 +16,8 @@ STAMP := $(VENV)/.installed
 LABEXT := ckpt_notebook/labextension/package.json
 LABEXT_SOURCES := $(wildcard extension/src/*.ts extension/style/*) extension/package.json \
 	extension/tsconfig.json package-lock.json
+# Azurite (Azure Blob on 127.0.0.1 for tests/test_cloud.py) comes from npm, into .azurite/.
+AZURITE_VERSION := 3.37.0
 NPM_RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm run --silent
 
 .PHONY: demo test lint typecheck contracts pytest bench lab clean browser screenshots \
@@ -28,6 +30,8 @@ $(STAMP): pyproject.toml constraints.txt package-lock.json
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
 	$(VENV)/bin/jupyter-builder develop --overwrite --log-level=WARN .
+	test -x .azurite/node_modules/.bin/azurite-blob || npm install --no-audit --no-fund \
+		--no-save --prefix .azurite azurite@$(AZURITE_VERSION)
 	touch $(STAMP)
 
 $(LABEXT): $(LABEXT_SOURCES) | $(STAMP)

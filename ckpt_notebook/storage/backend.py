@@ -190,7 +190,8 @@ class Backend:
 
         ``exclusive`` fails with :class:`CheckpointExistsError` if ``rel`` exists, also when
         two writers race: locally the commit is ``os.link``, which never replaces; on S3 it
-        is a conditional PUT (``If-None-Match: *``). Other object stores check, then PUT.
+        is a conditional PUT (``If-None-Match: *``), as on GCS (``ifGenerationMatch=0``) and
+        Azure (adlfs's ``overwrite=False``). Other object stores check, then PUT.
         """
         if self.is_local:
             self._write_local(rel, chunks, exclusive=exclusive, durable=durable,
@@ -204,9 +205,14 @@ class Backend:
             self._write_call("writing", rel, self.fs.pipe_file, path, data)
             return
         try:
-            if "mode" in inspect.signature(self.fs._pipe_file if hasattr(self.fs, "_pipe_file")
-                                           else self.fs.pipe_file).parameters:
+            params = inspect.signature(self.fs._pipe_file if hasattr(self.fs, "_pipe_file")
+                                       else self.fs.pipe_file).parameters
+            if "mode" in params:  # s3fs, gcsfs: If-None-Match: * / ifGenerationMatch=0
                 self._write_call("writing", rel, self.fs.pipe_file, path, data, mode="create")
+                return
+            if "overwrite" in params:  # adlfs: If-None-Match: *
+                self._write_call("writing", rel, self.fs.pipe_file, path, data,
+                                 overwrite=False)
                 return
             if self.exists(rel):
                 raise FileExistsError(path)
