@@ -236,7 +236,8 @@ def cmd_diff(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-_POLICY_OPTIONS = ("keep_last", "keep_best", "monitor", "mode", "keep_every", "keep_within")
+_POLICY_OPTIONS = ("keep_last", "keep_best", "monitor", "mode", "keep_every", "keep_within",
+                   "scope")
 
 
 def cmd_policy(store: Store, args: argparse.Namespace) -> int:
@@ -508,6 +509,9 @@ def build_parser() -> CliParser:
                    help="those whose step is a multiple of STEPS")
     p.add_argument("--keep-within", type=duration, metavar="DURATION",
                    help="those younger than DURATION: 3600, 90s, 10min, 2h, 1d, 1h30m")
+    p.add_argument("--scope", choices=("run", "store"),
+                   help="run (default): the rules apply within each run, so one run's saves "
+                   "never make another's prunable; store: they span every run")
     p.add_argument("--clear", action="store_true", help="remove the policy: keep everything")
     p = add("prune", cmd_prune, "delete the checkpoints the retention policy does not keep "
             "(never named or pinned ones, nor the newest)")

@@ -46,6 +46,7 @@ __all__ = [
 
 Mode = Literal["min", "max"]
 State = Literal["kept", "prunable", "named", "pinned"]
+Scope = Literal["run", "store"]  # a policy's rules apply within each run, or across the store
 _LOWER_IS_BETTER = ("loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse")
 
 
@@ -305,8 +306,12 @@ class Policy:
     mode: Mode | None = None
     keep_every: int | None = None
     keep_within: float | None = None  # seconds
+    scope: Scope = "run"  # "run": one run's saves never make another's prunable
 
     def __post_init__(self) -> None:
+        if self.scope not in ("run", "store"):
+            raise ValueError(f"scope must be 'run' (each run kept on its own) or 'store' "
+                             f"(the rules span every run), got {self.scope!r}")
         for field in ("keep_last", "keep_best", "keep_every"):
             if getattr(self, field) is not None:
                 _check_count(field, getattr(self, field))
@@ -339,11 +344,17 @@ class Policy:
     def describe(self) -> str:
         """One line: ``keep last 3, best 2 by val_loss (min), every 1000 steps, within 1h``."""
         names = [rule.name for rule in self.rules()]
-        return "keep " + ", ".join(names) if names else "keep everything (no policy)"
+        if not names:
+            return "keep everything (no policy)"
+        return "keep " + ", ".join(names) + (" (store-wide: across runs)"
+                                             if self.scope == "store" else "")
 
     def to_json(self) -> dict[str, Any]:
+        """The set fields; ``scope`` only when it is not the default ``run`` (so a policy
+        file stays what older versions wrote and read)."""
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) is not None}
+                if getattr(self, f.name) is not None
+                and not (f.name == "scope" and self.scope == "run")}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Policy:
@@ -394,19 +405,14 @@ def statuses(infos: Iterable[CheckpointInfo], policy: Policy, *,
 
     Named checkpoints are ``named``; pinned ones ``pinned`` (``kept: pinned, ...``); the rest
     are ``kept`` with the reasons of every rule that keeps them, or ``prunable``. The newest
-    training checkpoint is always kept (``newest``), as is one still being written
+    training checkpoint (of each run, with the default scope ``run``) is always kept
+    (``newest``), as is one still being written
     (``saving``); with an empty policy everything is kept (``no policy``).
     """
     infos = list(infos)
     pins = set(pinned)
-    now_ts = _now_timestamp(now)
-    candidates = sorted((i for i in infos if not i.named), key=_order_key, reverse=True)
-    # The most telling reason first: "kept: best val_loss #1, latest 2/3".
-    rules = sorted(policy.rules(), key=lambda rule: not isinstance(rule, KeepBest))
-    kept_by = [rule.keep(candidates, now_ts) for rule in rules]
-    newest = latest(infos)
-    newest_id = None if newest is None else newest.id
-    no_policy = not rules
+    kept_by, newest_ids = _kept_by_rules(infos, policy, _now_timestamp(now))
+    no_policy = policy.is_empty
     made: dict[tuple[str, tuple[str, ...]], Status] = {}
     result: dict[str, Status] = {}
     for info in infos:
@@ -414,14 +420,14 @@ def statuses(infos: Iterable[CheckpointInfo], policy: Policy, *,
             result[info.id] = _NAMED_PINNED if info.id in pins else _NAMED
             continue
         is_pinned = info.id in pins
-        reasons = [reason for kept in kept_by if (reason := kept.get(info.id)) is not None]
+        reasons = list(kept_by.get(info.id, ()))
         if is_pinned:
             reasons.insert(0, "pinned")
         if not reasons:
             if no_policy:
                 reasons.append("no policy")
-            elif info.id == newest_id:
-                reasons.append("newest")
+            elif info.id in newest_ids:
+                reasons.append(newest_ids[info.id])
             elif not info.committed:
                 reasons.append("saving")
             else:
@@ -433,6 +439,32 @@ def statuses(infos: Iterable[CheckpointInfo], policy: Policy, *,
             made[key] = Status(state, key[1], "kept: " + ", ".join(key[1]))
         result[info.id] = made[key]
     return result
+
+
+def _kept_by_rules(infos: list[CheckpointInfo], policy: Policy, now_ts: float | None,
+                  ) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Per id, the reasons the rules keep it; and the always-kept newest (id -> reason).
+
+    With scope ``run`` the rules apply within each run, so one run's new checkpoints never
+    push another's out; when the store holds several runs, the reasons name the run.
+    """
+    groups: dict[str | None, list[CheckpointInfo]] = {}
+    for info in infos:
+        groups.setdefault(info.run if policy.scope == "run" else None, []).append(info)
+    # The most telling reason first: "kept: best val_loss #1, latest 2/3".
+    rules = sorted(policy.rules(), key=lambda rule: not isinstance(rule, KeepBest))
+    kept: dict[str, list[str]] = {}
+    newest_ids: dict[str, str] = {}
+    for run, members in groups.items():
+        of_run = f" of run {run!r}" if len(groups) > 1 and run is not None else ""
+        candidates = sorted((i for i in members if not i.named), key=_order_key, reverse=True)
+        for rule in rules:
+            for ckpt_id, reason in rule.keep(candidates, now_ts).items():
+                kept.setdefault(ckpt_id, []).append(reason + of_run)
+        newest = latest(members)
+        if newest is not None:
+            newest_ids[newest.id] = "newest" + of_run
+    return kept, newest_ids
 
 
 def prunable(infos: Iterable[CheckpointInfo], policy: Policy, *,

@@ -31,7 +31,7 @@ TAG = "<b>x</b>"
 # -- fixtures ---------------------------------------------------------------------------------
 def _train(root: Path | str) -> dict[str, str]:
     """Run ``a`` saves at steps 10..40 (loss 0.5, 0.2, 0.4, 0.3), run ``b`` once at step 5;
-    policy: keep the newest and the best by loss. Returns ids by ``run/step``."""
+    policy (store-wide): keep the newest and the best by loss. Returns ids by ``run/step``."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 512), torch.nn.ReLU(),
                                 torch.nn.Linear(512, 512))  # a 1 MiB weight, never changed
@@ -49,7 +49,9 @@ def _train(root: Path | str) -> dict[str, str]:
     a.history.flush(force=True)
     b = Checkpointer(root, run="b", model=model, rng=False, async_save=False)
     ids["b/5"] = b.save(step=5, metrics={"loss": 0.9}, tags=["other"]).id
-    b.set_policy(keep_last=1, keep_best=1, monitor="loss")
+    # store-wide on purpose (issue 13: retention is per run unless chosen so): run b's one
+    # save leaves a's newest prunable, which the status and prune tests below rely on
+    b.set_policy(keep_last=1, keep_best=1, monitor="loss", scope="store")
     return ids
 
 

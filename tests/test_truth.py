@@ -204,3 +204,45 @@ def test_request_save_says_its_lifetime_and_whether_a_loop_took_it(
     assert "expires at" in out and "(in 90 s)" in out
     assert main(["request-save", "--wait", "0.2", "--store", str(store_dir)]) == 0
     assert "no training loop took it within 0.2 s" in capsys.readouterr().out
+
+
+# -- retention is per run by default --------------------------------------------------------
+def _run_ck(ckpt_id: str, run: str, minute: int) -> ckn.CheckpointInfo:
+    return ckn.CheckpointInfo(id=ckpt_id, run=run, step=minute,
+                              created=f"2026-01-01T00:{minute:02d}:00+00:00")
+
+
+def test_one_runs_new_checkpoints_never_make_anothers_prunable() -> None:
+    from ckpt_notebook import retention
+
+    infos = [_run_ck("a1", "runA", 1), _run_ck("a2", "runA", 2),
+             _run_ck("b1", "runB", 3), _run_ck("b2", "runB", 4), _run_ck("b3", "runB", 5)]
+    status = retention.statuses(infos, retention.Policy(keep_last=2))
+    assert {i: s.kept for i, s in status.items()} == {
+        "a1": True, "a2": True, "b1": False, "b2": True, "b3": True}
+    assert status["a2"].label == "kept: latest 1/2 of run 'runA'"
+    assert status["b3"].label == "kept: latest 1/2 of run 'runB'"
+    store_wide = retention.Policy(keep_last=2, scope="store")
+    assert [i.id for i in retention.prunable(infos, store_wide)] == ["a1", "a2", "b1"]
+    assert store_wide.describe() == "keep last 2 (store-wide: across runs)"
+    assert store_wide.to_json() == {"keep_last": 2, "scope": "store"}
+
+
+def test_policy_scope_reads_from_old_and_new_policy_files() -> None:
+    from ckpt_notebook import retention
+
+    assert retention.Policy.from_json({"keep_last": 3}).scope == "run"  # an old policy.json
+    assert retention.Policy.from_json({"keep_last": 3}).to_json() == {"keep_last": 3}
+    assert retention.Policy.from_json({"keep_last": 3, "scope": "store"}).scope == "store"
+    with pytest.raises(ValueError, match="scope"):
+        retention.Policy(keep_last=1, scope="everything")  # type: ignore[arg-type]
+
+
+def test_cli_policy_scope(capsys: pytest.CaptureFixture[str], store_dir: Path) -> None:
+    from ckpt_notebook.cli import main
+
+    ckn.Checkpointer(store_dir, run="r", rng=False, async_save=False, model=mlp()).save(step=1)
+    assert main(["policy", "--keep-last", "2", "--scope", "store", "--store",
+                 str(store_dir)]) == 0
+    assert "store-wide" in capsys.readouterr().out
+    assert ckn.Store(store_dir).policy.read() == {"keep_last": 2, "scope": "store"}

@@ -81,6 +81,8 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--mode", choices=("min", "max"))
     p.add_argument("--keep-every", type=count, metavar="STEPS")
     p.add_argument("--keep-within", type=duration, metavar="DURATION")
+    p.add_argument("--scope", choices=("run", "store"),
+                   help="run (default): rules apply within each run; store: across runs")
     p.add_argument("--clear", action="store_true", help="keep everything")
     p = parser("auto", "Auto-checkpointing after cells and in session().step().")
     p.add_argument("--every", metavar="N|DURATION", help="step() saves every N steps or T")
@@ -110,7 +112,7 @@ USAGE = """%checkpoint SUBCOMMAND [options]   (%checkpoint SUBCOMMAND -h for one
   list | show REF | diff REF1 REF2 | verify [REF] | store [URL [--create]]
   prune [--dry-run] | delete REF [--force] | pin REF | unpin REF
   policy [--keep-last N] [--keep-best N --monitor METRIC [--mode min|max]]
-         [--keep-every STEPS] [--keep-within DURATION] [--clear]
+         [--keep-every STEPS] [--keep-within DURATION] [--scope run|store] [--clear]
   auto [--every N | --every 10min] [--on-interrupt] | auto --off
   copy SRC --name NAME [--to URL] | copy SRC --to hf://owner/repo[@rev] | use NAME
   widget | dashboard
@@ -141,7 +143,8 @@ class CheckpointMagics(Magics):
         %checkpoint list | show REF | diff REF1 REF2 | verify [REF] | store [URL]
         %checkpoint prune [--dry-run] | delete REF [--force] | pin REF | unpin REF
         %checkpoint policy [--keep-last N] [--keep-best N --monitor METRIC [--mode min|max]]
-                           [--keep-every STEPS] [--keep-within DURATION] [--clear]
+                           [--keep-every STEPS] [--keep-within DURATION]
+                           [--scope run|store] [--clear]
         %checkpoint auto [--every N | --every 10min] [--on-interrupt] | --off
         %checkpoint copy SRC --name NAME [--to URL]
         %checkpoint use NAME
@@ -269,7 +272,7 @@ class CheckpointMagics(Magics):
 
     def _policy(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
         rules = {k: getattr(a, k) for k in ("keep_last", "keep_best", "monitor", "mode",
-                                            "keep_every", "keep_within")}
+                                            "keep_every", "keep_within", "scope")}
         if a.clear and any(v is not None for v in rules.values()):
             raise UsageError("%checkpoint policy: --clear cannot be combined with rules")
         if a.keep_best is not None and not a.monitor:
@@ -280,7 +283,7 @@ class CheckpointMagics(Magics):
         if a.clear:
             s.set_policy(retention.Policy())
         elif any(v is not None for v in rules.values()):
-            s.set_policy(retention.Policy(**rules))
+            s.set_policy(retention.Policy(**{k: v for k, v in rules.items() if v is not None}))
         return f"retention policy of {s.store.url}: {s.policy.describe()}"
 
     def _auto(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
