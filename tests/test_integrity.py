@@ -162,7 +162,7 @@ def check_verify_names(saved: dict[str, Any], root: Path, digest: str, blob: str
         assert any(owner in p.where for owner in saved["owners"][digest]), p.where
     assert saved["id"] in str(p) and digest[:16] in str(p)
     # The Checkpointer's verify (by REF) reports the same.
-    via_ckpt = Checkpointer(root).verify("latest")
+    via_ckpt = Checkpointer(root, run="integrity").verify("latest")  # issue 13: its run's
     assert [(q.checkpoint, q.blob) for q in via_ckpt] == [(saved["id"], digest)]
 
 

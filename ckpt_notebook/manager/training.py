@@ -75,7 +75,9 @@ class History:
         self._rows: list[dict[str, Any]] = []
         self._segment = self._new_segment_name()
         self._dirty = False
-        self._last_flush = time.monotonic()
+        # the first step() writes at once: a running loop's store then exists, so
+        # `ckpt request-save` (which refuses a path that is no store) can reach it
+        self._last_flush = float("-inf")
         self._told_full = False
 
     @staticmethod
