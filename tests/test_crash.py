@@ -70,7 +70,8 @@ def restore_latest(store: Store) -> tuple[str, int, torch.nn.Module, torch.optim
         for p in model.parameters():
             p.zero_()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    report = Checkpointer(store, model=model, optimizer=opt, rng=False).restore("latest")
+    # the saver wrote under its own run: the store's newest, of any run (issue 13)
+    report = Checkpointer(store, model=model, optimizer=opt, rng=False).restore("latest@any")
     assert set(report.restored) == {"model", "optimizer"}
     return report.checkpoint.id, int(report.checkpoint.step), model, opt
 
