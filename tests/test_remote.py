@@ -133,7 +133,8 @@ def test_checkpointer_on_s3(s3_server: S3Server) -> None:
     # another process's view: a fresh Checkpointer (its own S3 client) lists and restores
     other_model = mlp(7)
     other = Checkpointer(url, storage_options=s3_server.storage_options, model=other_model,
-                         optimizer=torch.optim.SGD(other_model.parameters(), lr=0.1))
+                         optimizer=torch.optim.SGD(other_model.parameters(), lr=0.1),
+                         run="s3")  # the same run: its best.loss is run s3's (issue 13)
     assert [i.id for i in other.list()] == [first.id, second.id]
     assert other.resolve("best.loss").id == second.id
     other.restore(first.id)
