@@ -44,8 +44,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -54,6 +53,7 @@ from .types import NAME_RULE, CheckpointInfo, format_bytes
 from .ui.argtypes import archive_limit, checkpoint_name, count, duration
 from .ui.cliparse import CliParser, cli_words, delete_target
 from .ui.progress import progress_bar
+from .ui.render import format_metrics, format_table, object_summary, short_time
 from .ui.saverequest import add_request_save_arguments
 from .ui.storeargs import (
     add_hub_arguments,
@@ -406,44 +406,7 @@ def cmd_get(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-# -- rendering --------------------------------------------------------------------------------
-def short_time(created: str) -> str:
-    """``2024-05-01T12:00:00.123456+00:00`` -> ``2024-05-01 14:00:00`` in local time."""
-    try:
-        when = datetime.fromisoformat(created)
-    except ValueError:
-        return created or "-"
-    if when.tzinfo is not None:
-        when = when.astimezone()
-    return f"{when:%Y-%m-%d %H:%M:%S}"
-
-
-def format_metrics(metrics: Any) -> str:
-    parts = [f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={'-' if v is None else v}"
-             for k, v in metrics.items()]
-    return " ".join(parts) or "-"
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]],
-                 right: Sequence[int] = ()) -> str:
-    widths = [max(len(str(r[c])) for r in (header, *rows)) for c in range(len(header))]
-
-    def line(row: Sequence[str]) -> str:
-        cells = [str(v).rjust(w) if c in right else str(v).ljust(w)
-                 for c, (v, w) in enumerate(zip(row, widths, strict=True))]
-        return "  ".join(cells).rstrip()
-
-    return "\n".join([line(header), *(line(r) for r in rows)])
-
-
-def object_summary(name: str, obj: dict[str, Any]) -> dict[str, Any]:
-    tensors = obj.get("tensors", ())
-    nbytes = sum(int(t.get("nbytes", 0)) for t in tensors)
-    nbytes += sum(int(p.get("size", 0)) for p in obj.get("pickles", ()))
-    return {"name": name, "kind": obj.get("kind", "?"), "type": obj.get("type", "?"),
-            "tensors": len(tensors), "bytes": nbytes}
-
-
+# -- rendering (the tables and texts live in ui/render.py) ----------------------------------
 def _opt(value: object) -> str:
     return "-" if value is None else str(value)
 

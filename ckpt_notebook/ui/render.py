@@ -12,7 +12,8 @@ from typing import Any
 
 from ..types import CheckpointInfo, format_bytes
 
-__all__ = ["Table", "checkpoint_table", "short_time"]
+__all__ = ["Table", "checkpoint_table", "format_metrics", "format_table", "object_summary",
+           "short_time"]
 
 
 class Table:
@@ -57,12 +58,44 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def short_time(iso: str) -> str:
-    """``2026-11-23T07:06:50.123+00:00`` -> ``2026-11-23 07:06:50`` in local time."""
+def short_time(created: str) -> str:
+    """``2024-05-01T12:00:00.123456+00:00`` -> ``2024-05-01 14:00:00`` in local time."""
     try:
-        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromisoformat(created)
     except ValueError:
-        return iso
+        return created or "-"
+    if when.tzinfo is not None:
+        when = when.astimezone()
+    return f"{when:%Y-%m-%d %H:%M:%S}"
+
+
+def format_metrics(metrics: Any) -> str:
+    """``loss=0.1594 acc=0.91``; ``-`` for none."""
+    parts = [f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={'-' if v is None else v}"
+             for k, v in metrics.items()]
+    return " ".join(parts) or "-"
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+                 right: Sequence[int] = ()) -> str:
+    """A plain-text table; columns listed in ``right`` are right-aligned."""
+    widths = [max(len(str(r[c])) for r in (header, *rows)) for c in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = [str(v).rjust(w) if c in right else str(v).ljust(w)
+                 for c, (v, w) in enumerate(zip(row, widths, strict=True))]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)])
+
+
+def object_summary(name: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """One saved object of a manifest: its kind, type, tensor count and bytes."""
+    tensors = obj.get("tensors", ())
+    nbytes = sum(int(t.get("nbytes", 0)) for t in tensors)
+    nbytes += sum(int(p.get("size", 0)) for p in obj.get("pickles", ()))
+    return {"name": name, "kind": obj.get("kind", "?"), "type": obj.get("type", "?"),
+            "tensors": len(tensors), "bytes": nbytes}
 
 
 def checkpoint_table(infos: Sequence[CheckpointInfo], status: Mapping[str, Any] | None = None,
