@@ -302,6 +302,23 @@ def test_request_save(model: DashboardModel) -> None:
     assert len(model.store.requests.pending()) == 1
 
 
+def test_the_page_says_whether_a_loop_took_the_request(model: DashboardModel) -> None:
+    """Issue 13: the UI says whether a loop took a save request, or it expired unsaved."""
+    import threading
+
+    assert model.request_save().ok
+    waiting = threading.Thread(target=lambda: setattr(model, "_taken", model.request_taken(
+        poll_s=0.05)))
+    waiting.start()
+    model.store.requests.take("save")  # a training loop's step()
+    waiting.join(10)
+    taken = model._taken  # type: ignore[attr-defined]
+    assert taken.ok and "a training loop took the save request" in taken.message
+    model.last_request = model.store.requests.put("save", lifetime_s=0.0)
+    expired = model.request_taken(poll_s=0.05)
+    assert not expired.ok and "expired unsaved" in expired.message
+
+
 def test_refresh_sees_other_writers(model: DashboardModel, store: Path) -> None:
     assert model.refresh() is False
     version = model.version

@@ -336,6 +336,26 @@ async def test_request_a_save(jp_fetch: Any, root: Path) -> None:
     assert_error(await call(jp_fetch, "requests", {"store": "notastore"}), 502, "store_error")
 
 
+async def test_a_request_says_whether_a_loop_took_it(jp_fetch: Any, root: Path) -> None:
+    """The UI can tell the user whether a training loop took the save request, or whether it
+    expired unsaved (issue 13: 'the UI says whether a loop took it')."""
+    store = Store(str(root / "checkpoints"))
+    store.ensure_writable()
+    status, doc = await call(jp_fetch, "requests", {"store": "checkpoints"})
+    assert status == 201
+    route = f"requests/{doc['request']}"
+    assert await call(jp_fetch, route, params={"store": "checkpoints"}) == (
+        200, {"request": doc["request"], "state": "pending"})
+    assert [r["id"] for r in store.requests.take("save")] == [doc["request"]]  # a loop's step()
+    assert (await call(jp_fetch, route, params={"store": "checkpoints"}))[1]["state"] == "taken"
+    old = store.requests.put("save", lifetime_s=0.0)  # no loop ran within its lifetime
+    answer = await call(jp_fetch, f"requests/{old}", params={"store": "checkpoints"})
+    assert answer[1]["state"] == "expired"
+    store.requests.take("save")  # a loop that comes later drops it, and it stays expired
+    answer = await call(jp_fetch, f"requests/{old}", params={"store": "checkpoints"})
+    assert answer[1]["state"] == "expired"
+
+
 async def test_verify(jp_fetch: Any, root: Path) -> None:
     trained(root / "checkpoints", 2)
     store = Store(str(root / "checkpoints"))

@@ -25,6 +25,7 @@ __all__ = [
     "pin",
     "prune",
     "request_save",
+    "request_state",
     "save_policy",
     "statuses",
     "storage_summary",
@@ -140,6 +141,11 @@ def delete(store: Store, ref: str, *, force: bool = False) -> CheckpointInfo:
 def request_save(store: Store, **fields: Any) -> str:
     """Ask a training loop running on this store to save at its next ``step()``."""
     return store.requests.put("save", **fields)
+
+
+def request_state(store: Store, req_id: str) -> str:
+    """Whether a loop took request ``req_id``: ``pending``, ``taken`` or ``expired``."""
+    return store.requests.state(req_id)
 
 
 @dataclass(frozen=True)

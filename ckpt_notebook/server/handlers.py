@@ -164,6 +164,17 @@ class RequestsHandler(_Api):
         return {"request": maintenance.request_save(store)}
 
 
+class RequestHandler(_Api):
+    @tornado.web.authenticated
+    async def get(self, req_id: str) -> None:
+        self.set_header("Cache-Control", "no-store")
+        await self.answer(lambda: self._state(req_id))
+
+    def _state(self, req_id: str) -> dict[str, Any]:
+        store = self.store(self.get_query_argument("store", None))
+        return {"request": req_id, "state": maintenance.request_state(store, req_id)}
+
+
 class VerifyHandler(_Api):
     @tornado.web.authenticated
     async def post(self) -> None:
@@ -223,6 +234,7 @@ def api_handlers() -> list[tuple[str, type[APIHandler]]]:
         ("copies", CopiesHandler),
         ("copies/([0-9a-f]{1,64})", CopyHandler),
         ("requests", RequestsHandler),
+        ("requests/([0-9]{1,20}-[0-9a-f]{6})", RequestHandler),
         ("verify", VerifyHandler),
         ("pin", PinHandler),
         ("unpin", UnpinHandler),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -127,6 +128,19 @@ class RequestQueue:
         """Whether request ``req_id`` still waits (no loop took it, and no loop dropped it)."""
         return self.backend.exists(f"requests/{req_id}.json")
 
+    def state(self, req_id: str) -> str:
+        """``pending``, ``taken`` (a loop claimed it: it left ``<id>.taken``) or ``expired``
+        (its lifetime passed, or a loop dropped it unclaimed)."""
+        if not _REQUEST_ID.fullmatch(req_id):
+            raise ValueError(f"{req_id!r} is not a request id")
+        try:
+            doc = json.loads(self.backend.read_bytes(f"requests/{req_id}.json"))
+        except FileNotFoundError:
+            return "taken" if self.backend.exists(f"requests/{req_id}.taken") else "expired"
+        except ValueError:
+            return "expired"  # unreadable: no loop will take it
+        return "expired" if _expired(doc) else "pending"
+
     def take(self, action: str | None = None) -> list[dict[str, Any]]:
         """Claim the pending requests (of ``action``): each is returned to one taker only."""
         taken = []
@@ -140,7 +154,15 @@ class RequestQueue:
                 continue
             if self._claim(rel) and not _expired(doc):  # an expired one is dropped
                 taken.append(doc)
+                self._mark_taken(name[: -len(".json")])
         return taken
+
+    def _mark_taken(self, req_id: str) -> None:
+        """Leave word that a loop took the request, for whoever asked (best effort)."""
+        doc = {"id": req_id, "taken": utc_now(), "by": self.backend.writer_id}
+        with contextlib.suppress(OSError):
+            self.backend.write_atomic(f"requests/{req_id}.taken", [json.dumps(doc).encode()],
+                                      durable=False)
 
     def _claim(self, rel: str) -> bool:
         if self.backend.is_local:
@@ -153,6 +175,9 @@ class RequestQueue:
             return True
         self.backend.remove(rel)
         return True
+
+
+_REQUEST_ID = re.compile(r"\d{1,20}-[0-9a-f]{6}")
 
 
 def _expired(doc: Mapping[str, Any]) -> bool:

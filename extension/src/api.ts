@@ -253,6 +253,18 @@ export async function requestSave(store: string): Promise<string> {
   return answer.request;
 }
 
+/** Where a save request stands: a loop took it, it still waits, or it expired unsaved. */
+export type RequestState = 'pending' | 'taken' | 'expired';
+
+/** `GET requests/ID?store=URL` */
+export async function requestState(store: string, id: string): Promise<RequestState> {
+  const answer = await request<{ request: string; state: RequestState }>(
+    `requests/${encodeURIComponent(id)}`,
+    { query: { store } }
+  );
+  return (answer.body as { state: RequestState }).state;
+}
+
 /** `POST verify` */
 export function verify(store: string, ref: string): Promise<IVerifyResult> {
   return post<IVerifyResult>('verify', { store, ref });

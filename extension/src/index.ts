@@ -24,7 +24,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { IFrame } from '@jupyterlab/ui-components';
 import { Signal } from '@lumino/signaling';
 
-import { IEntry, requestSave, setServerSettings } from './api';
+import { IEntry, requestSave, requestState, setServerSettings } from './api';
 import { askCopy, runCopy } from './copy';
 import { createDashboard } from './dashboard';
 import { checkpointIcon } from './icons';
@@ -166,12 +166,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: async args => {
         const store = await storeArg(args);
         try {
-          await requestSave(store);
-          Notification.success(
+          const id = await requestSave(store);
+          const note = Notification.info(
             `Save requested: the training loop on ${store} saves at its next step(); ` +
               'with no loop running, the request expires unsaved in 2 minutes.',
-            { autoClose: 5000 }
+            { autoClose: false }
           );
+          void followRequest(store, id, note);
         } catch (error) {
           Notification.error(`Request save failed: ${error instanceof Error ? error.message : error}`, {
             autoClose: false
@@ -239,3 +240,35 @@ const plugin: JupyterFrontEndPlugin<void> = {
 };
 
 export default plugin;
+
+/** Tell whether a loop took a save request: poll its state until it is taken or expired. */
+async function followRequest(store: string, id: string, note: string): Promise<void> {
+  const deadline = Date.now() + 150_000;
+  while (Date.now() < deadline) {
+    await new Promise(resolve => setTimeout(resolve, 2000));
+    let state;
+    try {
+      state = await requestState(store, id);
+    } catch {
+      continue; // a passing network error: ask again
+    }
+    if (state === 'taken') {
+      Notification.update({
+        id: note,
+        message: `A training loop on ${store} took the save request: it saves at its next step().`,
+        type: 'success',
+        autoClose: 5000
+      });
+      return;
+    }
+    if (state === 'expired') {
+      Notification.update({
+        id: note,
+        message: `No training loop on ${store} took the save request; it expired unsaved.`,
+        type: 'warning',
+        autoClose: false
+      });
+      return;
+    }
+  }
+}

@@ -12,6 +12,7 @@ import functools
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,7 @@ class DashboardModel(param.Parameterized):
         self.statuses: dict[str, Status] = {}
         self.pinned: set[str] = set()
         self.verified: dict[str, bool] = {}
+        self.last_request = ""  # the id of the last save request this page made
         self.status_error = ""
         self._manifests: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
@@ -307,10 +309,31 @@ class DashboardModel(param.Parameterized):
     def request_save(self) -> Outcome:
         from ...storage.control import REQUEST_LIFETIME_S
 
-        return _outcome(lambda: (maintenance.request_save(self.store, by="dashboard") and
-                                 "save requested: the running training loop saves at its "
-                                 f"next step(); with no loop running it expires in "
-                                 f"{REQUEST_LIFETIME_S:g} s, unsaved"))
+        def ask() -> str:
+            self.last_request = maintenance.request_save(self.store, by="dashboard")
+            return ("save requested: the running training loop saves at its next step(); "
+                    f"with no loop running it expires in {REQUEST_LIFETIME_S:g} s, unsaved")
+
+        return _outcome(ask)
+
+    def request_taken(self, *, poll_s: float = 1.0) -> Outcome:
+        """Wait until a loop took the last save request, or it expired: say which."""
+        from ...storage.control import REQUEST_LIFETIME_S
+
+        deadline = time.monotonic() + REQUEST_LIFETIME_S + 10
+        while self.last_request and time.monotonic() < deadline:
+            try:
+                state = maintenance.request_state(self.store, self.last_request)
+            except (CkptError, OSError, ValueError) as err:
+                return Outcome(False, f"cannot tell whether a loop took the request: {err}")
+            if state == "taken":
+                return Outcome(True, "a training loop took the save request: it saves at its "
+                                     "next step()")
+            if state == "expired":
+                return Outcome(False, "no training loop took the save request; it expired "
+                                      "unsaved (is a loop calling step() on this store?)")
+            time.sleep(poll_s)
+        return Outcome(False, "no training loop took the save request yet")
 
 
 def _best_of(status: Status | None) -> list[str]:

@@ -436,7 +436,12 @@ class DashboardView:
         threading.Thread(target=run, daemon=True, name="ckpt-dashboard-action").start()
 
     def _on_request_save(self) -> None:
-        self.notify(self.model.request_save(), self.header_note)
+        outcome = self.model.request_save()
+        self.notify(outcome, self.header_note)
+        if outcome.ok:  # then say whether a loop took it, or it expired
+            self._background(self.model.request_taken, self.header_note,
+                             f"{outcome.message}: waiting for a training loop to take it...",
+                             [self.request_btn])
 
     def _on_prune_preview(self) -> None:
         self.prune_confirm.visible = False
