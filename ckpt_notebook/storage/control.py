@@ -157,6 +157,19 @@ class RequestQueue:
                 self._mark_taken(name[: -len(".json")])
         return taken
 
+    def forget_taken(self, *, max_age_s: float = 24 * 3600, dry_run: bool = False) -> int:
+        """Remove the marks of requests taken over ``max_age_s`` ago (gc); returns how many."""
+        now, old = time.time(), []
+        for name in self.backend.listdir("requests"):
+            if name.endswith(".taken"):
+                with contextlib.suppress(FileNotFoundError):
+                    if now - self.backend.mtime(f"requests/{name}") > max_age_s:
+                        old.append(name)
+        if not dry_run:
+            for name in old:
+                self.backend.remove(f"requests/{name}")
+        return len(old)
+
     def _mark_taken(self, req_id: str) -> None:
         """Leave word that a loop took the request, for whoever asked (best effort)."""
         doc = {"id": req_id, "taken": utc_now(), "by": self.backend.writer_id}

@@ -382,6 +382,7 @@ class Store:
                     self.backend.remove(rel)
             report.temp_removed = self._clean_tmp(dry_run=dry_run)
             report.quarantine_removed = quarantine.clean(self.backend, dry_run=dry_run)
+            report.temp_removed += self.requests.forget_taken(dry_run=dry_run)
             if not self.backend.is_local:
                 report.locks_removed = locks.remove_stale(self.backend, dry_run=dry_run)
                 report.uploads_aborted = locks.abort_abandoned_uploads(
