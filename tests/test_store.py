@@ -111,3 +111,21 @@ def test_unknown_ref_lists_nearest(store_dir: Path) -> None:
         ckpt.restore(info.id[:-1] + "x")
     with pytest.raises(CheckpointNotFoundError, match="no checkpoints"):
         ckn.Checkpointer(store_dir.parent / "empty", model=mlp()).restore()
+
+
+def test_gc_forgets_the_marks_of_requests_taken_long_ago(tmp_path: Path) -> None:
+    import os
+    import time
+
+    store = Store(str(tmp_path / "store"))
+    store.ensure_writable()
+    req = store.requests.put("save")
+    store.requests.take("save")
+    mark = tmp_path / "store" / "requests" / f"{req}.taken"
+    assert store.requests.state(req) == "taken"
+    store.gc()
+    assert mark.exists()  # a fresh mark stays: the UI that asked may still be looking
+    old = time.time() - 2 * 86400
+    os.utime(mark, (old, old))
+    store.gc()
+    assert not mark.exists()
