@@ -288,3 +288,34 @@ def test_cli_repair_from_an_s3_store_gets_the_options(s3_server: S3Server, tmp_p
     assert rc == 0, err + out
     assert "1 fixed" in out
     assert not local.verify_all()
+
+
+def test_magic_upload_flags(hub: HubServer, tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`%checkpoint copy` takes the Hub upload flags too, with the CLI's rules."""
+    import shlex
+
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from ckpt_notebook.ui import session as session_mod
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "ckpt_notebook")
+    session_mod._SESSIONS.pop(id(shell), None)
+    shell.run_line_magic("checkpoint", f"store {shlex.quote(str(tmp_path / 'store'))} --create")
+    hub.create_repo("owner/ds", repo_type="dataset")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"A")
+    capsys.readouterr()
+    said = shell.run_line_magic("checkpoint", f"copy {shlex.quote(str(folder))} --to "
+                                "hf://owner/ds --repo-type dataset --remote-dir exports/v1")
+    assert "hf://datasets/owner/ds/exports/v1" in f"{said} {capsys.readouterr().out}"
+    assert hub.files("owner/ds", repo_type="dataset") == {"exports/v1/a.bin": b"A"}
+    with pytest.raises(UsageError, match="--revision"):
+        shell.run_line_magic("checkpoint", f"copy {shlex.quote(str(folder))} --name x "
+                             "--revision dev")
+    old = session_mod._SESSIONS.pop(id(shell), None)
+    if old is not None:
+        old.close()

@@ -22,6 +22,7 @@ from ..types import CheckpointInfo, format_bytes
 from .argtypes import archive_limit, count, duration, metric_pair
 from .render import Table, checkpoint_table
 from .session import NotebookCheckpointer, existing_session, get_session
+from .storeargs import add_hub_arguments, hub_url, refuse_hub_flags
 
 __all__ = ["CheckpointMagics", "load_ipython_extension"]
 
@@ -100,6 +101,7 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--archive-limit", type=archive_limit, action="append", default=[],
                    metavar="KEY=VALUE", help="archives: raise a limit on purpose (size=200G, "
                    "ratio=1000, entries=1000000)")
+    add_hub_arguments(p)
     parser("use", "Materialize a named checkpoint and set $CKPT_NOTEBOOK_CHECKPOINT_PATH."
            ).add_argument("name", metavar="NAME")
     return parsers
@@ -114,7 +116,8 @@ USAGE = """%checkpoint SUBCOMMAND [options]   (%checkpoint SUBCOMMAND -h for one
   policy [--keep-last N] [--keep-best N --monitor METRIC [--mode min|max]]
          [--keep-every STEPS] [--keep-within DURATION] [--scope run|store] [--clear]
   auto [--every N | --every 10min] [--on-interrupt] | auto --off
-  copy SRC --name NAME [--to URL] | copy SRC --to hf://owner/repo[@rev] | use NAME
+  copy SRC --name NAME [--to URL] | copy SRC --to hf://owner/repo[@rev]
+       [--remote-dir DIR] [--repo-type model|dataset|space] [--revision BRANCH] | use NAME
   widget | dashboard
 
 REF: latest, best.<metric>[:min|max], an id, a name, or a .safetensors/.pt path."""
@@ -309,14 +312,18 @@ class CheckpointMagics(Magics):
         from .transfer import copy
 
         s.wait()
-        if not (a.to or "").startswith("hf://") and not a.name:
+        hub = (a.to or "").startswith("hf://")
+        if not hub:
+            refuse_hub_flags(a)
+        if not hub and not a.name:
             raise ValueError("--name is required: the name of the new checkpoint")
-        info = copy(a.src, a.name, to=a.to, store=s.store, patterns=a.pattern,
+        to = hub_url(a) if hub else a.to
+        info = copy(a.src, a.name, to=to, store=s.store, patterns=a.pattern,
                     excludes=a.exclude, dry_run=a.dry_run,
                     archive_limits=dict(a.archive_limit) or None)
         if not isinstance(info, CheckpointInfo):
             return str(info)
-        where = a.to or s.store.url
+        where = to or s.store.url
         return (f"copied {a.src} to named checkpoint {info.id} in {where}: "
                 f"{format_bytes(info.logical_bytes)}, {format_bytes(info.new_bytes)} new")
 
