@@ -6,13 +6,12 @@ verify, gc, and two writers racing one name.
 from __future__ import annotations
 
 import random
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from conftest import mlp
+from helpers.race import race_for_a_name
 from servers_cloud import AzureServer, GCSServer, azure_server, gcs_server  # noqa: F401
 
 from ckpt_notebook import Checkpointer
@@ -100,31 +99,8 @@ def test_two_threads_racing_one_name(cloud: Server, tmp_path: Path,
         folder.mkdir()
         (folder / "w.bin").write_bytes(data(10_000, 10 + i))
         folders.append(folder)
-    barrier = threading.Barrier(2, timeout=30)
-    outcomes: dict[int, Any] = {}
-
-    def writer(i: int) -> None:
-        store = store_on(cloud, bucket)  # each its own client, like two machines
-        commit = store.commit
-
-        def racing_commit(*args: Any, **kwargs: Any) -> None:
-            barrier.wait()
-            commit(*args, **kwargs)
-
-        store.commit = racing_commit  # type: ignore[method-assign]
-        try:
-            outcomes[i] = copy(str(folders[i]), "release", to=store)
-        except Exception as err:
-            outcomes[i] = err
-
-    threads = [threading.Thread(target=writer, args=(i,)) for i in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    won = [i for i, o in outcomes.items() if not isinstance(o, Exception)]
-    lost = [o for o in outcomes.values() if isinstance(o, Exception)]
-    assert len(won) == 1 and len(lost) == 1, outcomes
+    won, lost = race_for_a_name(lambda: store_on(cloud, bucket), folders)
+    assert len(won) == 1 and len(lost) == 1, (won, lost)
     assert isinstance(lost[0], CheckpointExistsError) and "release" in str(lost[0])
     store = store_on(cloud, bucket)
     assert [i.id for i in store.list()] == ["release"]

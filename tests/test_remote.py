@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import mlp, pythonpath_env
+from helpers.race import race_for_a_name
 from servers import FaultyProxy, HTTPFileServer, S3Server
 
 from ckpt_notebook import Checkpointer
@@ -200,31 +201,8 @@ def test_two_threads_racing_one_name(s3_server: S3Server, tmp_path: Path) -> Non
     conditional PUT), and the name holds the winner's files."""
     bucket = s3_server.make_bucket("race")
     folders = [make_folder(tmp_path / f"f{i}", {"w.bin": data(10_000, 10 + i)}) for i in (0, 1)]
-    barrier = threading.Barrier(2, timeout=30)
-    outcomes: dict[int, Any] = {}
-
-    def writer(i: int) -> None:
-        store = s3_store(s3_server, bucket)  # each its own client, like two machines
-        commit = store.commit
-
-        def racing_commit(*args: Any, **kwargs: Any) -> None:
-            barrier.wait()
-            commit(*args, **kwargs)
-
-        store.commit = racing_commit  # type: ignore[method-assign]
-        try:
-            outcomes[i] = copy(folders[i], "release", to=store)
-        except Exception as err:
-            outcomes[i] = err
-
-    threads = [threading.Thread(target=writer, args=(i,)) for i in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    won = [i for i, o in outcomes.items() if not isinstance(o, Exception)]
-    lost = [o for o in outcomes.values() if isinstance(o, Exception)]
-    assert len(won) == 1 and len(lost) == 1, outcomes
+    won, lost = race_for_a_name(lambda: s3_store(s3_server, bucket), folders)
+    assert len(won) == 1 and len(lost) == 1, (won, lost)
     assert isinstance(lost[0], CheckpointExistsError) and "release" in str(lost[0])
     store = s3_store(s3_server, bucket)
     assert [i.id for i in store.list()] == ["release"]
