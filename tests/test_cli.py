@@ -615,7 +615,9 @@ def test_request_save_is_honoured_by_the_next_step(capsys: pytest.CaptureFixture
     saved = loop.wait()
     loop.close()
     assert saved is not None and saved.id == info.id
-    assert list((store / "requests").iterdir()) == []  # consumed
+    # consumed: only the mark that a loop took it is left, for whoever asked
+    assert [p.name for p in (store / "requests").iterdir()] == [f"{req_id}.taken"]
+    assert Store(str(store)).requests.state(req_id) == "taken"
     stored = Store(str(store)).info(info.id)
     assert (stored.step, list(stored.tags), stored.run) == (1, ["requested"], "loop")
     assert stored.metrics == {"loss": 0.5}

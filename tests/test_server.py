@@ -105,7 +105,7 @@ def test_every_handler_is_authenticated(jp_serverapp: Any) -> None:
     app = jp_serverapp.web_app
     routes = [r for router in (app.wildcard_router, app.default_router) for r in _rules(router)
               if "ckpt-notebook" in getattr(getattr(r.matcher, "regex", None), "pattern", "")]
-    assert len(routes) == 12
+    assert len(routes) == 13
     checked = 0
     for rule in routes:
         handler = rule.target
@@ -116,12 +116,13 @@ def test_every_handler_is_authenticated(jp_serverapp: Any) -> None:
                 continue
             assert method.__code__ in wrappers, f"{handler.__name__}.{verb} is not authenticated"
             checked += 1
-    assert checked == 12
+    assert checked == 13
 
 
 @pytest.mark.parametrize(("method", "route", "body"), [
     ("GET", "config", None), ("GET", "checkpoints", None), ("GET", "copies/abcd", None),
     ("POST", "copies", {"src": "models", "name": "stolen"}), ("POST", "requests", {}),
+    ("GET", "requests/1-abcdef", None),
     ("POST", "verify", {"ref": "latest"}), ("POST", "pin", {"ref": "latest"}),
     ("POST", "unpin", {"ref": "latest"}), ("POST", "delete", {"ref": "latest", "force": True}),
 ])
