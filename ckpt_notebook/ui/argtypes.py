@@ -7,7 +7,7 @@ import argparse
 from .. import retention
 from ..types import NAME_RULE, is_valid_name
 
-__all__ = ["archive_limit", "checkpoint_name", "count", "duration", "metric_pair"]
+__all__ = ["archive_limit", "checkpoint_name", "count", "duration", "metric_pair", "seconds"]
 
 
 def count(text: str) -> int:
@@ -19,6 +19,17 @@ def count(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
     return n
+
+
+def seconds(text: str) -> float:
+    """A number of seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text!r}")
+    return value
 
 
 def duration(text: str) -> float:

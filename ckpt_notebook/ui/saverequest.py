@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from ..storage.control import REQUEST_LIFETIME_S
-from .argtypes import duration
+from .argtypes import duration, seconds
 
 if TYPE_CHECKING:
     from ..storage import Store
@@ -21,21 +21,11 @@ if TYPE_CHECKING:
 __all__ = ["add_request_save_arguments", "request_save_report"]
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text!r}")
-    return value
-
-
 def add_request_save_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lifetime", type=duration, default=REQUEST_LIFETIME_S,
                    metavar="DURATION", help="a loop that has not taken the request by then "
                    f"never will (90s, 5min; default {REQUEST_LIFETIME_S:g}s)")
-    p.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
+    p.add_argument("--wait", type=seconds, default=0.0, metavar="SECONDS",
                    help="wait up to SECONDS and say whether a training loop took the request")
 
 
