@@ -653,3 +653,33 @@ def test_http_missing_file(http_files: HTTPFileServer, tmp_path: Path) -> None:
         copy(http_files.url("models/nope.bin"), "nope", store=store)
     assert "nope.bin" in one_line(err.value)
     assert store.list() == []
+
+
+def test_a_save_request_on_s3_goes_to_one_taker_only(s3_server: S3Server) -> None:
+    """Two training loops on one object store both see a request and claim it at the same
+    moment: exactly one gets it (was: both did, since a delete on S3 always 'succeeds')."""
+    bucket = s3_server.make_bucket("claims")
+    asked = s3_store(s3_server, bucket)
+    asked.ensure_writable()
+    req = asked.requests.put("save")
+    barrier = threading.Barrier(2, timeout=30)
+    got: dict[int, list[str]] = {}
+
+    def loop(i: int) -> None:
+        queue = s3_store(s3_server, bucket).requests  # each loop its own client
+        claim = queue._claim
+
+        def together(*args: Any) -> bool:
+            barrier.wait()  # both have read the request: now both claim it
+            return claim(*args)
+
+        queue._claim = together  # type: ignore[method-assign]
+        got[i] = [r["id"] for r in queue.take("save")]
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(got[0] + got[1]) == [req], got
+    assert asked.requests.state(req) == "taken"

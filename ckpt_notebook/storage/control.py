@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets
 import time
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..errors import FormatError, IntegrityError
+from ..errors import CheckpointExistsError, FormatError, IntegrityError
 from ..types import utc_now
 from .backend import Backend
 from .trust import check_id, is_id, seal, show_value, unseal
@@ -142,7 +143,8 @@ class RequestQueue:
         return "expired" if _expired(doc) else "pending"
 
     def take(self, action: str | None = None) -> list[dict[str, Any]]:
-        """Claim the pending requests (of ``action``): each is returned to one taker only."""
+        """Claim the pending requests (of ``action``): each is returned to one taker only.
+        An expired one is dropped, never taken."""
         taken = []
         for name in self.pending():
             rel = f"requests/{name}"
@@ -152,9 +154,10 @@ class RequestQueue:
                 continue
             if action is not None and doc.get("action") != action:
                 continue
-            if self._claim(rel) and not _expired(doc):  # an expired one is dropped
+            if _expired(doc):
+                self.backend.remove(rel)
+            elif self._claim(name[: -len(".json")]):
                 taken.append(doc)
-                self._mark_taken(name[: -len(".json")])
         return taken
 
     def forget_taken(self, *, max_age_s: float = 24 * 3600, dry_run: bool = False) -> int:
@@ -170,23 +173,27 @@ class RequestQueue:
                 self.backend.remove(f"requests/{name}")
         return len(old)
 
-    def _mark_taken(self, req_id: str) -> None:
-        """Leave word that a loop took the request, for whoever asked (best effort)."""
-        doc = {"id": req_id, "taken": utc_now(), "by": self.backend.writer_id}
-        with contextlib.suppress(OSError):
-            self.backend.write_atomic(f"requests/{req_id}.taken", [json.dumps(doc).encode()],
-                                      durable=False)
-
-    def _claim(self, rel: str) -> bool:
+    def _claim(self, req_id: str) -> bool:
+        """Take request ``req_id`` if no one else did; its ``<id>.taken`` mark tells whoever
+        asked. Locally the claim is unlinking the request (one unlink succeeds); object stores
+        delete without telling whether the object was there, so there the claim is creating
+        the mark with a no-replace commit (S3's conditional PUT), and only then the delete."""
+        mark = f"requests/{req_id}.taken"
+        doc = json.dumps({"id": req_id, "taken": utc_now(), "by": self.backend.writer_id,
+                          "claim": secrets.token_hex(8)}).encode()
         if self.backend.is_local:
-            import os
-
             try:
-                os.unlink(self.backend.path(rel))
+                os.unlink(self.backend.path(f"requests/{req_id}.json"))
             except FileNotFoundError:
                 return False  # another process took it first
+            with contextlib.suppress(OSError):  # the mark only informs
+                self.backend.write_atomic(mark, [doc], durable=False)
             return True
-        self.backend.remove(rel)
+        try:
+            self.backend.write_atomic(mark, [doc], exclusive=True)
+        except CheckpointExistsError:
+            return False  # another loop claimed it first
+        self.backend.remove(f"requests/{req_id}.json")
         return True
 
 
