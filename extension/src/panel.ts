@@ -169,14 +169,7 @@ export class CheckpointsPanel extends Widget {
   }
 
   private _tool(icon: LabIcon, title: string, action: string, onClick: () => void): HTMLElement {
-    const button = el('button', 'jp-Button jp-mod-minimal jp-ToolbarButtonComponent ckpt-Tool') as HTMLButtonElement;
-    button.type = 'button';
-    button.title = title;
-    button.setAttribute('aria-label', title);
-    button.dataset.action = action;
-    button.appendChild(icon.element({ tag: 'span', height: '16px', width: '16px' }));
-    button.addEventListener('click', onClick);
-    return button;
+    return iconButton(icon, title, action, 'jp-ToolbarButtonComponent ckpt-Tool', 16, onClick);
   }
 
   private _render(): void {
@@ -297,17 +290,11 @@ export class CheckpointsPanel extends Widget {
   }
 
   private _action(icon: LabIcon, title: string, action: string, onClick: () => void): HTMLElement {
-    const button = el('button', 'jp-Button jp-mod-minimal ckpt-Action') as HTMLButtonElement;
-    button.type = 'button';
-    button.title = title;
-    button.setAttribute('aria-label', title);
-    button.dataset.action = action;
-    button.appendChild(icon.element({ tag: 'span', height: '14px', width: '14px' }));
-    button.addEventListener('click', event => {
+    // a row's action must not also select the row
+    return iconButton(icon, title, action, 'ckpt-Action', 14, event => {
       event.stopPropagation();
       onClick();
     });
-    return button;
   }
 
   private _copyLine(entry: IEntry): void {
@@ -469,4 +456,23 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, className: string): H
   const node = document.createElement(tag);
   node.className = className;
   return node;
+}
+
+/** A minimal button showing `icon`, named by `title` for screen readers and by `action` for tests. */
+function iconButton(
+  icon: LabIcon,
+  title: string,
+  action: string,
+  className: string,
+  size: number,
+  onClick: (event: MouseEvent) => void
+): HTMLElement {
+  const button = el('button', `jp-Button jp-mod-minimal ${className}`) as HTMLButtonElement;
+  button.type = 'button';
+  button.title = title;
+  button.setAttribute('aria-label', title);
+  button.dataset.action = action;
+  button.appendChild(icon.element({ tag: 'span', height: `${size}px`, width: `${size}px` }));
+  button.addEventListener('click', onClick);
+  return button;
 }
