@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,18 @@ def mlp(seed: int = 0, width: int = 64):
         torch.nn.Linear(16, width), torch.nn.ReLU(), torch.nn.Dropout(0.1),
         torch.nn.Linear(width, 4),
     )
+
+
+def ipython_shell() -> Any:
+    """The in-process IPython shell the magic tests share (history kept in memory only)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    if InteractiveShell.initialized():
+        return InteractiveShell.instance()
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    return InteractiveShell.instance(config=config)
 
 
 def pythonpath_env() -> dict[str, str]:

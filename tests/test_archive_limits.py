@@ -17,6 +17,7 @@ from typing import Any
 
 import blake3
 import pytest
+from conftest import ipython_shell
 
 from ckpt_notebook.cli import main
 from ckpt_notebook.errors import UnsafeFileError
@@ -211,14 +212,10 @@ def test_compressed_tars_stream_without_a_temp_copy(tmp_path: Path, suffix: str,
 
 def test_the_magic_takes_the_same_flag(tmp_path: Path) -> None:
     from IPython.core.error import UsageError
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
 
     from ckpt_notebook.ui import session as session_mod
 
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    ip = InteractiveShell.instance(config=config)
+    ip = ipython_shell()
     ip.run_line_magic("load_ext", "ckpt_notebook")
     store = tmp_path / "store"
     ip.run_line_magic("checkpoint", f"store {store}")

@@ -25,6 +25,7 @@ from typing import Any
 
 import blake3
 import pytest
+from conftest import ipython_shell
 
 from ckpt_notebook import CheckpointExistsError
 from ckpt_notebook.errors import CkptError, IntegrityError, InvalidNameError, UnsafeFileError
@@ -802,15 +803,7 @@ def test_transfer_copy_checks_its_arguments(models: Path, store: Path, tmp_path:
 # -- the magic face ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shell() -> Any:
-    from IPython import get_ipython
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    ip = get_ipython()
-    if ip is None:
-        config = Config()
-        config.HistoryManager.hist_file = ":memory:"
-        ip = InteractiveShell.instance(config=config)
+    ip = ipython_shell()
     ip.run_line_magic("load_ext", "ckpt_notebook")
     return ip
 

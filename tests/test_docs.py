@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ipython_shell
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/user-guide.md")
@@ -73,19 +73,13 @@ def runnable(doc: str) -> list[Block]:
 # -- the blocks run ---------------------------------------------------------------------------
 @pytest.fixture
 def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
-    from IPython import get_ipython
-
     from ckpt_notebook.ui import session as session_mod
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CKPT_NOTEBOOK_STORE", raising=False)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "weights.bin").write_bytes(b"\0" * 1024)
-    ip = get_ipython()
-    if ip is None:
-        config = Config()
-        config.HistoryManager.hist_file = ":memory:"
-        ip = InteractiveShell.instance(config=config)
+    ip = ipython_shell()
     ip.reset(new_session=False)
     ip.user_ns.update(harness_names())
     yield ip

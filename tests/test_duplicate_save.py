@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
+from conftest import ipython_shell
 
 from ckpt_notebook import Checkpointer
 from ckpt_notebook.storage import Store
@@ -42,16 +41,10 @@ def test_a_changed_state_or_another_step_is_saved(tmp_path: Path) -> None:
 
 def test_magic_save_says_nothing_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from IPython import get_ipython
-
     from ckpt_notebook.ui import session as session_mod
 
     monkeypatch.chdir(tmp_path)
-    ip = get_ipython()
-    if ip is None:
-        config = Config()
-        config.HistoryManager.hist_file = ":memory:"
-        ip = InteractiveShell.instance(config=config)
+    ip = ipython_shell()
     ip.reset(new_session=False)
     ip.run_line_magic("load_ext", "ckpt_notebook")
     try:

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import ipython_shell
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 from ckpt_notebook import Checkpointer
 from ckpt_notebook.cli import main as ckpt_main
@@ -35,13 +35,7 @@ SUBCOMMANDS = ("save", "restore", "list", "show", "diff", "store", "verify", "pr
 # -- fixtures and helpers ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shell() -> InteractiveShell:
-    from IPython import get_ipython
-
-    ip = get_ipython()
-    if ip is None:
-        config = Config()
-        config.HistoryManager.hist_file = ":memory:"
-        ip = InteractiveShell.instance(config=config)
+    ip = ipython_shell()
     ip.run_line_magic("load_ext", "ckpt_notebook")
     return ip
 

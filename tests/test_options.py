@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import mlp
+from conftest import ipython_shell, mlp
 from servers import HubServer, S3Server
 
 from ckpt_notebook import Checkpointer
@@ -296,11 +296,10 @@ def test_magic_upload_flags(hub: HubServer, tmp_path: Path,
     import shlex
 
     from IPython.core.error import UsageError
-    from IPython.core.interactiveshell import InteractiveShell
 
     from ckpt_notebook.ui import session as session_mod
 
-    shell = InteractiveShell.instance()
+    shell = ipython_shell()
     shell.run_line_magic("load_ext", "ckpt_notebook")
     session_mod._SESSIONS.pop(id(shell), None)
     shell.run_line_magic("checkpoint", f"store {shlex.quote(str(tmp_path / 'store'))} --create")

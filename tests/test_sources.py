@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ipython_shell
 from servers import (
     FTPServer,
     HTTPFileServer,
@@ -137,9 +138,6 @@ def test_home_and_variables_expand_in_the_cli(store: Store, tmp_path: Path,
 
 def test_home_and_variables_expand_in_the_magic(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
     from ckpt_notebook.ui import session as session_mod
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -147,9 +145,7 @@ def test_home_and_variables_expand_in_the_magic(tmp_path: Path,
     write_folder(tmp_path / "home" / "work" / "models")
     store = Store(tmp_path / "store")
     copy(tmp_path / "home" / "work" / "models", "seed", store=store)  # a store, not a typo
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    shell = InteractiveShell.instance(config=config)
+    shell = ipython_shell()
     shell.run_line_magic("load_ext", "ckpt_notebook")
     session_mod._SESSIONS.pop(id(shell), None)
     try:
