@@ -136,6 +136,17 @@ _HOP_BY_HOP = {
 # --------------------------------------------------------------------------- helpers
 
 
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Stop a server process: politely, then, after 10 s, for good."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def free_port() -> int:
     """A TCP port that was free on 127.0.0.1 a moment ago (for servers that need it up front)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -279,15 +290,8 @@ class S3Server:
         return False
 
     def _kill(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
 
     def stop(self) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import stop_process
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -63,13 +64,8 @@ class _Process:
         raise RuntimeError(f"{self.name} did not start on {HOST}:{self.port}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
 
 
