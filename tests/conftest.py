@@ -42,6 +42,15 @@ def ipython_shell() -> Any:
     return InteractiveShell.instance(config=config)
 
 
+def files_of(store: Any, name: str, out: Path) -> dict[str, bytes]:
+    """The files of checkpoint ``name``, materialized into ``out``: relative path -> bytes."""
+    from ckpt_notebook.manager.materializing import materialize
+
+    folder = materialize(name, out, store=store)
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+
+
 def pythonpath_env() -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])

@@ -11,13 +11,13 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import files_of
 from servers import HubServer
 
 import ckpt_notebook
 from ckpt_notebook.errors import CheckpointExistsError, CkptError
 from ckpt_notebook.manager.copying import copy
 from ckpt_notebook.manager.hub import HubUpload, parse_hf_url, upload_to_hub
-from ckpt_notebook.manager.materializing import materialize
 from ckpt_notebook.storage import Store
 
 
@@ -35,12 +35,6 @@ def hub(hf_hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> H
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "store")
-
-
-def files_of(store: Store, name: str, out: Path) -> dict[str, bytes]:
-    folder = materialize(name, out, store=store)
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
 
 
 REPO = {

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ipython_shell
+from conftest import files_of, ipython_shell
 from servers import (
     FTPServer,
     HTTPFileServer,
@@ -29,7 +29,6 @@ from servers import (
 from ckpt_notebook.errors import CheckpointNotFoundError, CkptError
 from ckpt_notebook.manager.copying import copy
 from ckpt_notebook.manager.gitsource import parse_git_url
-from ckpt_notebook.manager.materializing import materialize
 from ckpt_notebook.storage import Store
 
 FIXTURES = (ftp_files, ftps_files)  # used by name below (http_files, hf_hub: conftest.py)
@@ -45,12 +44,6 @@ FILES = {"a.txt": b"hello", "sub/b.bin": data(300_000, 1), "sub/deep/c.json": b'
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "store")
-
-
-def files_of(store: Store, name: str, out: Path) -> dict[str, bytes]:
-    folder = materialize(name, out, store=store)
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
 
 
 # -- plain HTTP folders --------------------------------------------------------------------------
