@@ -1,4 +1,5 @@
-"""Upload a named checkpoint's files, or a folder, to a Hugging Face Hub repo.
+"""Upload a named checkpoint's files, or a folder, to a Hugging Face Hub repo; and decide,
+for every interface, whether a copy goes to the Hub or into a store (:func:`plan_copy`).
 
     ckpt copy resnet-v1 --to hf://me/resnet@main --pattern "*.safetensors"
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,14 @@ from typing import Any
 from ..errors import CkptError
 from ..storage import Store
 from ..types import CheckpointInfo
+from . import copying
 from .materializing import MARKER, materialize
 from .refs import resolve_ref
-from .sources import safe_relpath
-from .transfers import Progress
+from .sources import expand_source, safe_relpath
+from .transfers import Progress, open_store
 
-__all__ = ["HubUpload", "parse_hf_url", "upload_to_hub"]
+__all__ = ["CopyPlan", "CopyTerms", "HubUpload", "hub_target", "parse_hf_url", "plan_copy",
+           "upload_to_hub"]
 
 
 @dataclass
@@ -176,3 +180,91 @@ def _hub_problem(err: Exception, repo_id: str, revision: str | None) -> str:
     text = getattr(err, "server_message", None) or str(err)
     first = " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
     return first or type(err).__name__
+
+
+# -- a copy: into a store, or to the Hub --------------------------------------------------------
+@dataclass(frozen=True)
+class CopyTerms:
+    """How the caller's user names a copy's parameters, for :func:`plan_copy`'s refusals:
+    Python keywords (these defaults), or a command line's options."""
+
+    missing_name: str = "copy needs a name for the new checkpoint (name=...)"
+    hub: str = "to='hf://owner/repo[@revision]'"
+    keys: Mapping[str, str] = field(default_factory=dict)
+
+    def key(self, keyword: str) -> str:
+        return self.keys.get(keyword, keyword)
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    """A copy, decided and checked before anything is read: ``run(progress)`` does it.
+    ``label`` is what a progress bar says (``copy NAME``, ``upload SRC``)."""
+
+    label: str
+    upload: bool
+    dry_run: bool
+    run: Callable[[Progress | None], CheckpointInfo | HubUpload]
+
+
+_HUB_ONLY = ("patterns", "excludes", "dry_run", "remote_dir", "repo_type", "revision")
+
+
+def plan_copy(src: str | os.PathLike[str], to: str | Store | None = None, *,
+              name: str | None = None, store: str | Store | None = None,
+              patterns: Sequence[str] = (), excludes: Sequence[str] = (),
+              dry_run: bool = False, remote_dir: str | None = None,
+              repo_type: str | None = None, revision: str | None = None,
+              archive_limits: Mapping[str, Any] | None = None,
+              open_to: Callable[[str], Store] | None = None,
+              terms: CopyTerms = CopyTerms()) -> CopyPlan:
+    """Route a copy. ``to="hf://owner/repo[@rev]"`` uploads ``src`` (a folder or a checkpoint
+    of ``store``) there, filtered by ``patterns``/``excludes`` (``dry_run`` lists the files),
+    into the folder, repo type and revision the URL or ``remote_dir``/``repo_type``/
+    ``revision`` give; it takes no ``name``. Anything else copies ``src`` into the named
+    checkpoint ``name`` of ``to`` (default: ``store``; a URL opened with ``open_to`` when
+    given), and the Hub-only parameters are refused."""
+    given = dict(zip(_HUB_ONLY, (patterns, excludes, dry_run, remote_dir, repo_type,
+                                 revision), strict=True))
+    if not (to is not None and str(to).startswith("hf://")):
+        hub_only = [terms.key(k) for k, v in given.items() if v]
+        if hub_only:
+            verb = "is" if len(hub_only) == 1 else "are"
+            raise ValueError(f"{', '.join(hub_only)} {verb} for Hub uploads only "
+                             f"({terms.hub})")
+        if not name:
+            raise ValueError(terms.missing_name)
+        dest = open_to(to) if open_to is not None and isinstance(to, str) else to
+        new_name = name
+        return CopyPlan(f"copy {name}", upload=False, dry_run=False, run=lambda progress:
+                        copying.copy(src, new_name, to=dest, store=store, progress=progress,
+                                     archive_limits=archive_limits))
+    if name is not None:
+        raise ValueError(f"a Hub upload takes no name ({terms.key('name')} is not used): the "
+                         f"files go to {to} as they are")
+    url = hub_target(str(to), remote_dir=remote_dir, repo_type=repo_type, revision=revision,
+                     terms=terms)
+    folder = expand_source(os.fspath(src))
+    return CopyPlan(f"upload {src}", upload=True, dry_run=dry_run, run=lambda progress:
+                    upload_to_hub(folder, url, store=open_store(store), patterns=list(patterns),
+                                  excludes=list(excludes), dry_run=dry_run, progress=progress))
+
+
+def hub_target(url: str, *, remote_dir: str | None = None, repo_type: str | None = None,
+               revision: str | None = None, terms: CopyTerms = CopyTerms()) -> str:
+    """``url`` with ``remote_dir``, ``repo_type`` and ``revision`` folded in; one that
+    disagrees with the URL is an error naming both."""
+    repo_id, url_revision, url_type, sub = parse_hf_url(url)
+    kind = url.removeprefix("hf://").strip("/").split("/", 1)[0]
+    if repo_type and kind in _KINDS and repo_type != url_type:
+        raise ValueError(f"{terms.key('repo_type')} {repo_type} disagrees with {url!r} "
+                         f"({kind}/ names a {url_type} repo); give the repo type once")
+    if revision and url_revision and revision != url_revision:
+        raise ValueError(f"{terms.key('revision')} {revision} disagrees with @{url_revision} "
+                         f"in {url!r}; give the revision once")
+    folder = (remote_dir or "").strip("/")
+    if folder and sub and folder != sub:
+        raise ValueError(f"{terms.key('remote_dir')} {folder} disagrees with the folder "
+                         f"{sub!r} in {url!r}; give the folder once")
+    return HubUpload(repo_id, url_revision or revision, repo_type or url_type,
+                     path_in_repo=sub or folder).url

@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..manager import copying, materializing
-from ..manager.hub import HubUpload, upload_to_hub
-from ..manager.sources import expand_source
+from ..manager import materializing
+from ..manager.hub import HubUpload, plan_copy
 from ..types import CheckpointInfo
 from .progress import progress_bar
 
@@ -31,24 +30,10 @@ def copy(src: str | os.PathLike[str], name: str | None = None, to: str | None = 
     entries is refused as a likely bomb; ``archive_limits={"size": "200G", "ratio": 1000,
     "entries": 10**6}`` raises those limits on purpose.
     """
-    from ..storage import Store
-
-    if to is not None and str(to).startswith("hf://"):
-        if name is not None:
-            raise ValueError(f"a Hub upload takes no name: the files go to {to} as they are "
-                             "(leave the name out)")
-        with progress_bar(f"upload {src}", enabled=progress) as bar:
-            return upload_to_hub(expand_source(os.fspath(src)), str(to), store=store if isinstance(
-                store, Store) else Store(store), patterns=patterns, excludes=excludes,
-                dry_run=dry_run, progress=bar)
-    if patterns or excludes or dry_run:
-        raise ValueError("patterns, excludes and dry_run apply to Hub uploads only "
-                         "(to='hf://owner/repo[@revision]')")
-    if name is None:
-        raise ValueError("copy needs a name for the new checkpoint (name=...)")
-    with progress_bar(f"copy {name}", enabled=progress) as bar:
-        return copying.copy(src, name, to=to, store=store, progress=bar,
-                            archive_limits=archive_limits)
+    plan = plan_copy(src, to, name=name, store=store, patterns=patterns or (),
+                     excludes=excludes or (), dry_run=dry_run, archive_limits=archive_limits)
+    with progress_bar(plan.label, enabled=False if plan.dry_run else progress) as bar:
+        return plan.run(bar)
 
 
 def materialize(name: str, directory: str | os.PathLike[str], *, store: Any = None,
