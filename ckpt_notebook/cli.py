@@ -2,29 +2,11 @@
 
     ckpt ls [--json]                     every checkpoint, newest first, with its status
     ckpt show REF [--json]               one checkpoint's metadata and objects
-    ckpt diff REF1 REF2                  which tensors changed (from hashes; reads no data)
-    ckpt verify [REF | --all]            re-hash blobs; exit 1 if any does not match
-    ckpt gc [--dry-run]                  remove unreferenced blobs and leftover temp files
-    ckpt export REF OUT.safetensors      model weights that plain torch / safetensors load
-    ckpt policy [--keep-last N] [--keep-best N --monitor M [--mode min|max]]
-                [--keep-every STEPS] [--keep-within DURATION] | --clear
-                                         show or set the store's retention policy
-    ckpt prune [--dry-run]               delete what the policy does not keep
-    ckpt pin REF / ckpt unpin REF        keep a checkpoint whatever the policy says / undo
-    ckpt delete REF [--force] [--yes]    delete one checkpoint (named or pinned: --force;
-                                         a REF other than its id or name asks, or --yes)
-    ckpt request-save [--tag T]...       ask the training loop on this store to save at
-                                         its next step()
     ckpt copy SRC --name NAME [--to URL] copy a folder, file, archive, URL or checkpoint into
                                          a named, write-once checkpoint (in --to, or here)
-    ckpt copy SRC --to hf://owner/repo[@rev] [--pattern GLOB]... [--exclude GLOB]... [--dry-run]
-                                         upload a checkpoint's files or a folder to the Hub
-    ckpt get NAME DIR                    write a checkpoint's files into DIR (read-only);
-                                         a folder that still verifies is reused
-    ckpt repair [--from URL] [--dry-run] [--json]
-                                         re-hash every blob, quarantine bad ones, fetch bad
-                                         or missing ones from another store; exit 1 if any
-                                         checkpoint stays broken
+
+``ckpt --help`` lists every command and ``ckpt COMMAND --help`` one's options; both come from
+the declarations in :mod:`ckpt_notebook.ui.commands`, which ``%checkpoint`` shares.
 
 The retention policy is stored with the store (policy.json), so the CLI, the magics, the
 dashboard and every Checkpointer on the store apply the same one.
@@ -34,8 +16,9 @@ A REF is ``latest``, ``best.<metric>[:min|max]``, an id, a name or a unique id p
 Errors print one line, ``ckpt: error: ...``, and exit 1; usage errors
 are one line too, pointing at ``--help``, and exit 2. ``ckpt`` alone prints the help.
 
-A thin adapter: it parses arguments, calls the store or the manager, and renders. The
-manager (and with it torch) is imported only by the commands that need it.
+A thin adapter: it parses arguments, calls the store or the manager (one ``cmd_*`` per
+command, in :data:`HANDLERS`), and renders. The manager (and with it torch) is imported only by
+the commands that need it.
 """
 
 from __future__ import annotations
@@ -49,19 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import CkptError, StoreError
-from .types import NAME_RULE, CheckpointInfo, format_bytes
-from .ui.argtypes import archive_limit, checkpoint_name, count, duration
-from .ui.cliparse import CliParser, cli_words, delete_target
+from .types import CheckpointInfo, format_bytes
+from .ui.cliparse import CliParser, delete_target
+from .ui.commands import CLI, add_arguments, commands_of, copy_terms, option_words, policy_of
 from .ui.progress import progress_bar
 from .ui.render import format_metrics, format_table, object_summary, short_time
-from .ui.saverequest import add_request_save_arguments
-from .ui.storeargs import (
-    add_hub_arguments,
-    add_storage_option_arguments,
-    cli_store,
-    hub_url,
-    refuse_hub_flags,
-)
+from .ui.storeargs import add_storage_option_arguments, cli_store
 
 if TYPE_CHECKING:
     from .retention import Policy, Status
@@ -236,28 +212,13 @@ def cmd_diff(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-_POLICY_OPTIONS = ("keep_last", "keep_best", "monitor", "mode", "keep_every", "keep_within",
-                   "scope")
-
-
 def cmd_policy(store: Store, args: argparse.Namespace) -> int:
     from .manager import maintenance
-    from .retention import Policy
 
-    rules = {k: getattr(args, k) for k in _POLICY_OPTIONS if getattr(args, k) is not None}
-    if not args.clear and not rules:
+    policy = policy_of(args)
+    if policy is None:
         print(f"retention policy of {store.url}: {maintenance.load_policy(store).describe()}")
         return 0
-    if rules and args.clear:
-        raise ValueError("--clear removes every rule; give it alone, or give only the rules "
-                         "(setting rules replaces the whole policy)")
-    if "keep_best" in rules and "monitor" not in rules:
-        raise ValueError("--keep-best needs --monitor METRIC, the metric to rank by "
-                         "(e.g. --keep-best 2 --monitor val_loss)")
-    if "keep_best" not in rules and rules.keys() & {"monitor", "mode"}:
-        raise ValueError("--monitor and --mode say what --keep-best ranks by; give "
-                         "--keep-best N too (e.g. --keep-best 2 --monitor val_loss)")
-    policy = Policy(**rules)
     store.ensure_writable()
     maintenance.save_policy(store, policy)
     print(f"retention policy of {store.url} set: {policy.describe()}")
@@ -334,46 +295,23 @@ def cmd_request_save(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-ARCHIVE_LIMIT_HELP = ("archives: raise a limit on what one may extract, on purpose: "
-                      "size=200G, ratio=1000 or entries=1000000 (defaults: 64G, 100, 100000; "
-                      "repeatable)")
-
-
 def cmd_copy(store: Store, args: argparse.Namespace) -> int:
-    hub = (args.to or "").startswith("hf://")
-    if hub:
-        return _upload(store, args)
-    refuse_hub_flags(args)
-    if args.pattern or args.exclude or args.dry_run:
-        raise ValueError("--pattern, --exclude and --dry-run go with Hub uploads "
-                         "(--to hf://owner/repo[@revision])")
-    if not args.name:
-        raise ValueError("ckpt copy needs --name NAME, the new checkpoint's name (or --to "
-                         "hf://owner/repo to upload to the Hub instead)")
-    from .manager import copying
+    from .manager.hub import plan_copy
 
-    with progress_bar(f"copy {args.name}", enabled=args.progress) as bar:
-        info = copying.copy(args.src, args.name, to=args.to and cli_store(args.to, args),
-                            store=store, progress=bar,
-                            archive_limits=dict(args.archive_limit))
+    plan = plan_copy(args.src, args.to, name=args.name, store=store, patterns=args.pattern,
+                     excludes=args.exclude, dry_run=args.dry_run, remote_dir=args.remote_dir,
+                     repo_type=args.repo_type, revision=args.revision,
+                     archive_limits=dict(args.archive_limit),
+                     open_to=lambda url: cli_store(url, args), terms=copy_terms())
+    with progress_bar(plan.label, enabled=False if plan.dry_run else args.progress) as bar:
+        result = plan.run(bar)
+    if not isinstance(result, CheckpointInfo):  # a Hub upload
+        print(result)
+        return 0
     where = args.to or store.url
-    what = "files" if info.kind == "files" else "training state"
-    print(f"copied {args.src} to {info.id} ({what}) in {where}: "
-          f"{format_bytes(info.logical_bytes)}, {format_bytes(info.new_bytes)} new")
-    return 0
-
-
-def _upload(store: Store, args: argparse.Namespace) -> int:
-    from .manager.hub import upload_to_hub
-
-    if args.name:
-        raise ValueError(f"--name is not used with a Hub upload: the files go to {args.to} as "
-                         "they are (leave --name out)")
-    with progress_bar(f"upload {args.src}",
-                      enabled=False if args.dry_run else args.progress) as bar:
-        report = upload_to_hub(args.src, hub_url(args), store=store, patterns=args.pattern,
-                               excludes=args.exclude, dry_run=args.dry_run, progress=bar)
-    print(report)
+    what = "files" if result.kind == "files" else "training state"
+    print(f"copied {args.src} to {result.id} ({what}) in {where}: "
+          f"{format_bytes(result.logical_bytes)}, {format_bytes(result.new_bytes)} new")
     return 0
 
 
@@ -422,7 +360,16 @@ def _resolve(store: Store, ref: str) -> CheckpointInfo:
 
 
 # -- parsing and entry point ------------------------------------------------------------------
+HANDLERS: dict[str, Callable[[Store, argparse.Namespace], int]] = {
+    "ls": cmd_ls, "show": cmd_show, "diff": cmd_diff, "verify": cmd_verify, "gc": cmd_gc,
+    "export": cmd_export, "policy": cmd_policy, "prune": cmd_prune, "pin": cmd_pin,
+    "unpin": cmd_unpin, "delete": cmd_delete, "request-save": cmd_request_save,
+    "copy": cmd_copy, "get": cmd_get, "repair": cmd_repair, "dashboard": cmd_dashboard,
+}
+
+
 def build_parser() -> CliParser:
+    """``ckpt``'s parser, its commands as :mod:`.ui.commands` declares them."""
     store_help = "store path or fsspec URL (default: $CKPT_NOTEBOOK_STORE or ./checkpoints)"
     common = CliParser(add_help=False)
     # SUPPRESS: an absent --store after the command keeps the one given before it.
@@ -436,116 +383,11 @@ def build_parser() -> CliParser:
     parser.add_argument("--version", action="version", version=f"ckpt_notebook {__version__}")
     add_storage_option_arguments(parser, common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")  # none: the help
-
-    def add(name: str, func: Callable[[Store, argparse.Namespace], int],
-            text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=text, description=text)
-        p.set_defaults(func=func)
-        return p
-
-    p = add("ls", cmd_ls, "list every checkpoint, newest first (as every UI lists them)")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p = add("show", cmd_show, "show one checkpoint's metadata and objects")
-    p.add_argument("ref", metavar="REF")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = add("verify", cmd_verify, "re-hash the blobs of a checkpoint (default: latest)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("ref", metavar="REF", nargs="?")
-    which.add_argument("--all", action="store_true", help="verify every checkpoint")
-    p = add("gc", cmd_gc, "remove unreferenced blobs and leftover temp files")
-    p.add_argument("--dry-run", action="store_true", help="only report what would go")
-    p = add("export", cmd_export, "write a checkpoint's model weights as .safetensors or .pt")
-    p.add_argument("ref", metavar="REF")
-    p.add_argument("out", metavar="OUT", help="file ending in .safetensors, .pt or .pth")
-    p = add("diff", cmd_diff, "which tensors changed between two checkpoints (from hashes)")
-    p.add_argument("ref_a", metavar="REF1")
-    p.add_argument("ref_b", metavar="REF2")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = add("policy", cmd_policy, "show the store's retention policy, or set it (the rules "
-            "given replace the whole policy; a checkpoint is kept when any rule keeps it)")
-    p.add_argument("--keep-last", type=count, metavar="N", help="the N newest")
-    p.add_argument("--keep-best", type=count, metavar="N", help="the N best by --monitor")
-    p.add_argument("--monitor", type=_metric_name, metavar="METRIC", help="e.g. val_loss")
-    p.add_argument("--mode", choices=("min", "max"),
-                   help="lower or higher is better (default: min for losses and errors)")
-    p.add_argument("--keep-every", type=count, metavar="STEPS",
-                   help="those whose step is a multiple of STEPS")
-    p.add_argument("--keep-within", type=duration, metavar="DURATION",
-                   help="those younger than DURATION: 3600, 90s, 10min, 2h, 1d, 1h30m")
-    p.add_argument("--scope", choices=("run", "store"),
-                   help="run (default): the rules apply within each run, so one run's saves "
-                   "never make another's prunable; store: they span every run")
-    p.add_argument("--clear", action="store_true", help="remove the policy: keep everything")
-    p = add("prune", cmd_prune, "delete the checkpoints the retention policy does not keep "
-            "(never named or pinned ones, nor the newest)")
-    p.add_argument("--dry-run", action="store_true", help="only list what would go")
-    p = add("pin", cmd_pin, "keep a checkpoint whatever the retention policy says")
-    p.add_argument("ref", metavar="REF")
-    p = add("unpin", cmd_unpin, "let the retention policy decide about a checkpoint again")
-    p.add_argument("ref", metavar="REF")
-    p = add("delete", cmd_delete, "delete one checkpoint (named or pinned ones need --force)")
-    p.add_argument("ref", metavar="REF")
-    p.add_argument("--force", action="store_true", help="also a named or pinned checkpoint")
-    p.add_argument("--yes", action="store_true", help="no question when REF is not the id or "
-                   "name (latest, best.<metric>, a prefix): delete what it names now")
-    p = add("request-save", cmd_request_save, "ask the training loop running on this store "
-            "to save at its next step()")
-    p.add_argument("--tag", action="append", default=[], metavar="T",
-                   help="a tag for the requested checkpoint (repeatable)")
-    add_request_save_arguments(p)
-    progress_help = "show a progress bar (default: when stderr is a terminal)"
-    p = add("copy", cmd_copy, "copy a folder, file, archive (.zip .tar .tar.gz .tgz .tar.bz2, "
-            "extracted), URL or checkpoint REF into a named, write-once checkpoint; or upload "
-            "a checkpoint's files or a folder to a Hugging Face Hub repo (--to hf://...)")
-    p.add_argument("src", metavar="SRC", help="a folder, file, archive, URL or REF")
-    p.add_argument("--name", type=checkpoint_name, metavar="NAME",
-                   help=f"the new checkpoint's name: {NAME_RULE}")
-    p.add_argument("--to", metavar="URL", help="another store (any fsspec URL; default: "
-                   "--store), or hf://owner/repo[@revision] to upload there")
-    p.add_argument("--pattern", action="append", default=[], metavar="GLOB",
-                   help="hf:// uploads: only files matching GLOB (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="hf:// uploads: leave out files matching GLOB (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="hf:// uploads: only list the files")
-    add_hub_arguments(p)
-    p.add_argument("--archive-limit", type=archive_limit, action="append", default=[],
-                   metavar="KEY=VALUE", help=ARCHIVE_LIMIT_HELP)
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help=progress_help)
-    p = add("get", cmd_get, "write a checkpoint's files into a local folder (read-only "
-            "files); a folder that still verifies is reused, nothing else is overwritten")
-    p.add_argument("ref", metavar="NAME", help="a checkpoint name (or any REF)")
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help=progress_help)
-    p = add("repair", cmd_repair, "re-hash every blob of every checkpoint, quarantine bad "
-            "ones, and fetch bad or missing ones from another store (--from), verified")
-    p.add_argument("--from", dest="source", metavar="URL",
-                   help="a healthy copy: a mirror, or the store a copy came from")
-    p.add_argument("--dry-run", action="store_true", help="change nothing; report what a "
-                   "repair would fix")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = add("dashboard", cmd_dashboard, "serve the dashboard on 127.0.0.1 (Ctrl-C stops it); "
-            "every request needs the token in the URL it prints")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    p.add_argument("--address", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; anything else is reachable "
-                        "from other machines, and is said so)")
-    p.add_argument("--show", action="store_true", help="open it in a browser")
-    from .ui.dashboard.access import add_token_arguments
-
-    add_token_arguments(p)
+    for cmd in commands_of(CLI):
+        p = sub.add_parser(cmd.name, parents=[common], help=cmd.help, description=cmd.help)
+        p.set_defaults(func=HANDLERS[cmd.name], needs_store=cmd.needs_store)
+        add_arguments(p, cmd, CLI)
     return parser
-
-
-def _metric_name(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected a metric name such as val_loss")
-    return text
-
-
-NEEDS_A_STORE = frozenset({"ls", "show", "verify", "gc", "export", "diff", "prune", "pin",
-                           "unpin", "delete", "request-save"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -557,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         store = cli_store(args.store, args)
-        if args.command in NEEDS_A_STORE:  # a mistyped --store is not an empty store
+        if args.needs_store:  # a mistyped --store is not an empty store
             from .storage.presence import require_store
 
             require_store(store, fix="check --store (a store is made by its first save)")
@@ -576,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"ckpt: error: {' '.join(cli_words(message).splitlines())}", file=sys.stderr)
+    print(f"ckpt: error: {' '.join(option_words(message).splitlines())}", file=sys.stderr)
 
 
 def _silence_stdout() -> None:

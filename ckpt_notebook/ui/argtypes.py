@@ -7,7 +7,8 @@ import argparse
 from .. import retention
 from ..types import NAME_RULE, is_valid_name
 
-__all__ = ["archive_limit", "checkpoint_name", "count", "duration", "metric_pair", "seconds"]
+__all__ = ["archive_limit", "checkpoint_name", "count", "duration", "metric_name", "metric_pair",
+           "seconds"]
 
 
 def count(text: str) -> int:
@@ -64,6 +65,13 @@ def archive_limit(text: str) -> tuple[str, str]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return key, value
+
+
+def metric_name(text: str) -> str:
+    """A metric's name, such as ``val_loss``: not blank."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a metric name such as val_loss")
+    return text
 
 
 def metric_pair(text: str) -> tuple[str, float]:

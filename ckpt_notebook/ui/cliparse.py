@@ -4,8 +4,6 @@ user did not spell out.
 - A usage error is one line, ``ckpt: error: WHAT (`ckpt CMD --help` shows the usage)``:
   argparse's default prints the whole usage block first, which buries the one fact that
   matters.
-- Errors raised by the manager name Python keyword arguments (``force=True``);
-  :func:`cli_words` turns them into the options a shell user types (``--force``).
 - :func:`confirm` asks on a terminal and otherwise needs ``--yes``: ``ckpt delete latest``
   deletes whatever ``latest`` is at that moment.
 """
@@ -22,9 +20,7 @@ from ..errors import CkptError
 if TYPE_CHECKING:
     from ..storage import Store
 
-__all__ = ["CliParser", "cli_words", "confirm", "delete_target"]
-
-_CLI_TERMS = {"force=True": "--force"}
+__all__ = ["CliParser", "confirm", "delete_target"]
 
 
 class CliParser(argparse.ArgumentParser):
@@ -47,13 +43,6 @@ class CliParser(argparse.ArgumentParser):
     def _usage_error(self, prog: str, message: str) -> NoReturn:
         line = " ".join(message.splitlines())
         self.exit(2, f"ckpt: error: {line} (`{prog} --help` shows the usage)\n")
-
-
-def cli_words(message: str) -> str:
-    """Errors from the Python API name keyword arguments; a shell user has options."""
-    for python, option in _CLI_TERMS.items():
-        message = message.replace(python, option)
-    return message
 
 
 def confirm(question: str, *, yes: bool, refusal: str, stdin: TextIO | None = None) -> bool:

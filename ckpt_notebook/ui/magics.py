@@ -1,4 +1,5 @@
-"""``%checkpoint``: the line magic. Thin: parse, call the manager, render the result.
+"""``%checkpoint``: the line magic. Thin: parse, call the manager, render the result. Its
+parsers, its usage text and its docstring (``%checkpoint?``) come from :mod:`.commands`.
 
 Loading the extension imports neither torch, panel nor ipywidgets.
 """
@@ -15,14 +16,20 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.display import display
 
-from .. import retention
 from ..errors import CkptError
 from ..manager import maintenance
 from ..types import CheckpointInfo, format_bytes
-from .argtypes import archive_limit, count, duration, metric_pair
+from .commands import (
+    MAGIC,
+    add_arguments,
+    commands_of,
+    copy_terms,
+    option_words,
+    policy_of,
+    synopsis,
+)
 from .render import Table, checkpoint_table
 from .session import NotebookCheckpointer, existing_session, get_session
-from .storeargs import add_hub_arguments, hub_url, refuse_hub_flags
 
 __all__ = ["CheckpointMagics", "load_ipython_extension"]
 
@@ -38,89 +45,26 @@ class _Parser(MagicArgumentParser):
 
 
 def _build_parsers() -> dict[str, _Parser]:
-    def parser(name: str, description: str) -> _Parser:
-        p = _Parser(prog=f"%checkpoint {name}", description=description)
-        parsers[name] = p
-        return p
-
+    """One parser per subcommand, as :mod:`.commands` declares them for the magic."""
     parsers: dict[str, _Parser] = {}
-    p = parser("save", "Save the notebook's training state (and the named variables).")
-    p.add_argument("vars", nargs="*", metavar="VAR", help="also save these variables")
-    p.add_argument("--name", help="a named, immutable checkpoint")
-    p.add_argument("--step", type=int, help="the step (default: `global_step` or `step`)")
-    p.add_argument("--metric", type=metric_pair, action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--tag", action="append", default=[], metavar="T")
-    p = parser("restore", "Load a checkpoint into the objects bound to the same names.")
-    p.add_argument("ref", nargs="?", default="latest", metavar="REF")
-    p.add_argument("--weights-only", action="store_true", help="modules only")
-    p.add_argument("--no-strict", action="store_true",
-                   help="skip missing, unexpected and mismatched keys")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="unpickle pickled values (only from a store you trust)")
-    parser("list", "List the checkpoints with their retention status.")
-    for name, what in (("show", "Show one checkpoint."), ("pin", "Keep a checkpoint always."),
-                       ("unpin", "Let retention decide again.")):
-        parser(name, what).add_argument("ref", metavar="REF")
-    p = parser("diff", "Which tensors changed between two checkpoints (from hashes).")
-    p.add_argument("ref_a", metavar="REF1")
-    p.add_argument("ref_b", metavar="REF2")
-    p = parser("store", "Show or set the store.")
-    p.add_argument("url", nargs="?", metavar="URL")
-    p.add_argument("--create", action="store_true",
-                   help="make a new store at URL now (else a URL with nothing there is noted)")
-    parser("verify", "Re-hash the blobs of a checkpoint (default latest).").add_argument(
-        "ref", nargs="?", default="latest", metavar="REF")
-    parser("prune", "Delete what the retention policy does not keep.").add_argument(
-        "--dry-run", action="store_true")
-    p = parser("delete", "Delete a checkpoint.")
-    p.add_argument("ref", metavar="REF")
-    p.add_argument("--force", action="store_true", help="also named or pinned ones")
-    p = parser("policy", "Show or set the retention policy (any of the rules keeps).")
-    p.add_argument("--keep-last", type=count, metavar="N")
-    p.add_argument("--keep-best", type=count, metavar="N")
-    p.add_argument("--monitor", metavar="METRIC")
-    p.add_argument("--mode", choices=("min", "max"))
-    p.add_argument("--keep-every", type=count, metavar="STEPS")
-    p.add_argument("--keep-within", type=duration, metavar="DURATION")
-    p.add_argument("--scope", choices=("run", "store"),
-                   help="run (default): rules apply within each run; store: across runs")
-    p.add_argument("--clear", action="store_true", help="keep everything")
-    p = parser("auto", "Auto-checkpointing after cells and in session().step().")
-    p.add_argument("--every", metavar="N|DURATION", help="step() saves every N steps or T")
-    p.add_argument("--on-interrupt", action="store_true", help="save when a cell is stopped")
-    p.add_argument("--off", action="store_true")
-    parser("widget", "Show the checkpoint widget.")
-    parser("dashboard", "Show the checkpoint dashboard (Panel) in the notebook.")
-    p = parser("copy", "Copy a folder, file, archive, URL or checkpoint to a named checkpoint.")
-    p.add_argument("src", metavar="SRC")
-    p.add_argument("--name", help="the new checkpoint's name (not needed for hf:// uploads)")
-    p.add_argument("--to", metavar="URL", help="another store, or hf://owner/repo[@rev]")
-    p.add_argument("--pattern", action="append", default=[], metavar="GLOB")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
-    p.add_argument("--dry-run", action="store_true", help="hf:// uploads: only list files")
-    p.add_argument("--archive-limit", type=archive_limit, action="append", default=[],
-                   metavar="KEY=VALUE", help="archives: raise a limit on purpose (size=200G, "
-                   "ratio=1000, entries=1000000)")
-    add_hub_arguments(p)
-    parser("use", "Materialize a named checkpoint and set $CKPT_NOTEBOOK_CHECKPOINT_PATH."
-           ).add_argument("name", metavar="NAME")
+    for cmd in commands_of(MAGIC):
+        parsers[cmd.name] = _Parser(prog=f"%checkpoint {cmd.name}",
+                                    description=cmd.help_for(MAGIC))
+        add_arguments(parsers[cmd.name], cmd, MAGIC)
     return parsers
 
 
-USAGE = """%checkpoint SUBCOMMAND [options]   (%checkpoint SUBCOMMAND -h for one's options)
+def _synopses(prefix: str) -> str:
+    return "\n".join(synopsis(cmd, MAGIC, indent=prefix) for cmd in commands_of(MAGIC))
 
-  save [--name NAME] [--step N] [--metric KEY=VALUE]... [--tag T]... [VAR ...]
-  restore [REF] [--weights-only] [--no-strict]
-  list | show REF | diff REF1 REF2 | verify [REF] | store [URL [--create]]
-  prune [--dry-run] | delete REF [--force] | pin REF | unpin REF
-  policy [--keep-last N] [--keep-best N --monitor METRIC [--mode min|max]]
-         [--keep-every STEPS] [--keep-within DURATION] [--scope run|store] [--clear]
-  auto [--every N | --every 10min] [--on-interrupt] | auto --off
-  copy SRC --name NAME [--to URL] | copy SRC --to hf://owner/repo[@rev]
-       [--remote-dir DIR] [--repo-type model|dataset|space] [--revision BRANCH] | use NAME
-  widget | dashboard
 
-REF: latest, best.<metric>[:min|max], an id, a name, or a .safetensors/.pt path."""
+_REF_HELP = "REF: latest, best.<metric>[:min|max], an id, a name, or a .safetensors/.pt path."
+
+USAGE = f"""%checkpoint SUBCOMMAND [options]   (%checkpoint SUBCOMMAND -h for one's options)
+
+{_synopses("  ")}
+
+{_REF_HELP}"""
 
 
 @magics_class
@@ -139,24 +83,6 @@ class CheckpointMagics(Magics):
 
     @line_magic
     def checkpoint(self, line: str) -> None:
-        """Save, restore and manage training checkpoints.
-
-        %checkpoint save [--name NAME] [--step N] [--metric KEY=VALUE]... [--tag T]... [VAR ...]
-        %checkpoint restore [REF] [--weights-only] [--no-strict]
-        %checkpoint list | show REF | diff REF1 REF2 | verify [REF] | store [URL]
-        %checkpoint prune [--dry-run] | delete REF [--force] | pin REF | unpin REF
-        %checkpoint policy [--keep-last N] [--keep-best N --monitor METRIC [--mode min|max]]
-                           [--keep-every STEPS] [--keep-within DURATION]
-                           [--scope run|store] [--clear]
-        %checkpoint auto [--every N | --every 10min] [--on-interrupt] | --off
-        %checkpoint copy SRC --name NAME [--to URL]
-        %checkpoint use NAME
-        %checkpoint widget | dashboard
-
-        With no VAR, save includes every torch Module, Optimizer, LR scheduler and
-        GradScaler bound to a public name, the RNG states, and step/epoch/global_step.
-        REF is latest, best.<metric>[:min|max], an id, a name or a weights file.
-        """
         try:
             argv = shlex.split(line)
         except ValueError as err:
@@ -178,13 +104,22 @@ class CheckpointMagics(Magics):
         except UsageError:
             raise
         except (CkptError, ValueError, NameError, OSError) as err:
-            raise UsageError(f"%checkpoint {command}: {_option_terms(str(err))}") from None
+            raise UsageError(f"%checkpoint {command}: {option_words(str(err))}") from None
         except Exception as err:  # never a traceback wall in the notebook
             raise UsageError(f"%checkpoint {command}: {type(err).__name__}: {err}") from None
         if isinstance(result, str):
             print(result)
         elif result is not None:
             display(result)
+
+    checkpoint.__doc__ = f"""Save, restore and manage training checkpoints.
+
+{_synopses("%checkpoint ")}
+
+With no VAR, save includes every torch Module, Optimizer, LR scheduler and GradScaler
+bound to a public name, the RNG states, and step/epoch/global_step.
+{_REF_HELP}
+"""
 
     # -- subcommands ---------------------------------------------------------------------
     def _save(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
@@ -253,7 +188,7 @@ class CheckpointMagics(Magics):
         return f"store: {s.store.url}"
 
     def _verify(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
-        info = s.resolve(a.ref)
+        info = s.resolve(a.ref or "latest")
         problems = s.verify(info.id)
         if problems:
             raise ValueError("; ".join(str(p) for p in problems))
@@ -274,19 +209,9 @@ class CheckpointMagics(Magics):
         return f"unpinned {info.id}" if was_pinned else f"{info.id} was not pinned"
 
     def _policy(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
-        rules = {k: getattr(a, k) for k in ("keep_last", "keep_best", "monitor", "mode",
-                                            "keep_every", "keep_within", "scope")}
-        if a.clear and any(v is not None for v in rules.values()):
-            raise UsageError("%checkpoint policy: --clear cannot be combined with rules")
-        if a.keep_best is not None and not a.monitor:
-            raise UsageError("%checkpoint policy: --keep-best needs --monitor METRIC, the "
-                             "metric to rank by (e.g. --keep-best 2 --monitor val_loss)")
-        if a.keep_best is None and (a.monitor or a.mode):
-            raise UsageError("%checkpoint policy: --monitor and --mode go with --keep-best N")
-        if a.clear:
-            s.set_policy(retention.Policy())
-        elif any(v is not None for v in rules.values()):
-            s.set_policy(retention.Policy(**{k: v for k, v in rules.items() if v is not None}))
+        policy = policy_of(a)
+        if policy is not None:
+            s.set_policy(policy)
         return f"retention policy of {s.store.url}: {s.policy.describe()}"
 
     def _auto(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
@@ -309,22 +234,19 @@ class CheckpointMagics(Magics):
         return "auto-checkpointing on: " + "; ".join(parts)
 
     def _copy(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
-        from .transfer import copy
+        from ..manager.hub import plan_copy
+        from .progress import progress_bar
 
         s.wait()
-        hub = (a.to or "").startswith("hf://")
-        if not hub:
-            refuse_hub_flags(a)
-        if not hub and not a.name:
-            raise ValueError("--name is required: the name of the new checkpoint")
-        to = hub_url(a) if hub else a.to
-        info = copy(a.src, a.name, to=to, store=s.store, patterns=a.pattern,
-                    excludes=a.exclude, dry_run=a.dry_run,
-                    archive_limits=dict(a.archive_limit) or None)
-        if not isinstance(info, CheckpointInfo):
+        plan = plan_copy(a.src, a.to, name=a.name, store=s.store, patterns=a.pattern,
+                         excludes=a.exclude, dry_run=a.dry_run, remote_dir=a.remote_dir,
+                         repo_type=a.repo_type, revision=a.revision,
+                         archive_limits=dict(a.archive_limit) or None, terms=copy_terms())
+        with progress_bar(plan.label, enabled=False if plan.dry_run else None) as bar:
+            info = plan.run(bar)
+        if not isinstance(info, CheckpointInfo):  # a Hub upload
             return str(info)
-        where = to or s.store.url
-        return (f"copied {a.src} to named checkpoint {info.id} in {where}: "
+        return (f"copied {a.src} to named checkpoint {info.id} in {a.to or s.store.url}: "
                 f"{format_bytes(info.logical_bytes)}, {format_bytes(info.new_bytes)} new")
 
     def _use(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
@@ -345,17 +267,6 @@ class CheckpointMagics(Magics):
         from .widget import CheckpointWidget
 
         return CheckpointWidget(s).view
-
-
-_OPTION_TERMS = {"strict=False": "--no-strict", "force=True": "--force",
-                 "allow_pickle=True": "--allow-pickle"}
-
-
-def _option_terms(message: str) -> str:
-    """Errors from the Python API name keyword arguments; the magic's users have options."""
-    for python, option in _OPTION_TERMS.items():
-        message = message.replace(python, option)
-    return message
 
 
 def _elapsed(info: Any) -> float:

@@ -7,26 +7,14 @@ with ``--wait`` whether a loop took it.
 
 from __future__ import annotations
 
-import argparse
 import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from ..storage.control import REQUEST_LIFETIME_S
-from .argtypes import duration, seconds
-
 if TYPE_CHECKING:
     from ..storage import Store
 
-__all__ = ["add_request_save_arguments", "request_save_report"]
-
-
-def add_request_save_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lifetime", type=duration, default=REQUEST_LIFETIME_S,
-                   metavar="DURATION", help="a loop that has not taken the request by then "
-                   f"never will (90s, 5min; default {REQUEST_LIFETIME_S:g}s)")
-    p.add_argument("--wait", type=seconds, default=0.0, metavar="SECONDS",
-                   help="wait up to SECONDS and say whether a training loop took the request")
+__all__ = ["request_save_report"]
 
 
 def request_save_report(store: Store, *, tags: list[str], lifetime_s: float,

@@ -43,7 +43,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-__all__ = ["TOKEN_ENV", "Access", "add_token_arguments", "gate", "token_from_args"]
+__all__ = ["TOKEN_ENV", "Access", "gate", "token_from_args"]
 
 TOKEN_ENV = "CKPT_NOTEBOOK_DASHBOARD_TOKEN"  # noqa: S105 - a variable's name
 _SAFE_METHODS = ("GET", "HEAD")
@@ -208,18 +208,6 @@ def gate(app: Any, access: Access) -> None:
 
 
 # -- options ------------------------------------------------------------------------------------
-def add_token_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--token`` / ``--no-token``, for ``ckpt dashboard`` and ``python -m ...app``."""
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--token", metavar="TOKEN", default=None,
-                       help=f"the token the page asks for (default: ${TOKEN_ENV}, else a new "
-                            "random one, printed in the URL); other local users see command "
-                            f"lines, so prefer ${TOKEN_ENV}")
-    which.add_argument("--no-token", action="store_true",
-                       help="no token: every local user (and, with --address, everyone who "
-                            "can reach the port) can pin, copy, delete and prune")
-
-
 def token_from_args(args: argparse.Namespace) -> str | None:
     """The token to serve with: --token, else $CKPT_NOTEBOOK_DASHBOARD_TOKEN, else a random
     one; ``None`` with --no-token."""

@@ -418,15 +418,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``ckpt dashboard``, for the CLI to reuse."""
+    """``--store`` and the options of ``ckpt dashboard`` (:mod:`..commands` declares them)."""
+    from ..commands import CLI, command
+    from ..commands import add_arguments as add_declared
+
     parser.add_argument("--store", default=None,
                         help="store URL (default: $CKPT_NOTEBOOK_STORE or ./checkpoints)")
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    parser.add_argument("--address", default=LOOPBACK,
-                        help=f"address to bind (default {LOOPBACK}; anything else is "
-                             "reachable from other machines)")
-    parser.add_argument("--show", action="store_true", help="open it in a browser")
-    access.add_token_arguments(parser)
+    add_declared(parser, command("dashboard"), CLI)
 
 
 def run(args: argparse.Namespace) -> int:
