@@ -29,11 +29,8 @@ class Table:
     def __str__(self) -> str:
         if not self.rows:
             return "\n".join(x for x in (self.title, self.note or "(none)") if x)
-        widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(self.columns)]
-        line = "  ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True))
-        body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-                for r in self.rows]
-        return "\n".join(x for x in (self.title, line.rstrip(), *body, self.note) if x)
+        table = format_table(self.columns, self.rows)
+        return "\n".join(x for x in (self.title, table, self.note) if x)
 
     __repr__ = __str__
 
