@@ -42,7 +42,7 @@ class NotebookCheckpointer(Checkpointer):
         self.shell = shell
         self.extra: list[str] = []
         self.auto_settings = AutoSettings()
-        super().__init__(store, **kwargs)
+        super().__init__(store, find_objects=self.discover, **kwargs)
 
     @property
     def namespace(self) -> dict[str, Any]:
@@ -87,14 +87,6 @@ class NotebookCheckpointer(Checkpointer):
         if not self.auto_settings.enabled:
             self._fingerprints = self._fingerprint_all()
         self.auto_settings.enabled = True
-
-    def _snapshot_all(self, *, copy: bool = True) -> Any:
-        self.objects = self.discover()
-        return super()._snapshot_all(copy=copy)
-
-    def _fingerprint_all(self) -> dict[str, Any]:
-        self.objects = self.discover()
-        return super()._fingerprint_all()
 
     def default_step(self) -> int | None:
         for name in ("global_step", "step"):
