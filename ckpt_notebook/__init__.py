@@ -6,6 +6,12 @@
     ckpt.restore("latest")
 
 Importing the package is instant: torch, numpy and the UI libraries load on first use.
+
+Failures in the background (a save that failed on its thread, a full store) and retention
+decisions (what a prune removed, and why) go to the ``ckpt_notebook`` logger: errors and
+warnings, and prunes at INFO. The package adds no handler, not even a NullHandler: where the
+application configures none, logging's last-resort handler prints warnings and errors to
+stderr, so a failure never passes silently. A notebook session shows them in the notebook.
 """
 
 from __future__ import annotations

@@ -8,15 +8,16 @@
 
 Saving snapshots every tracked object to host memory on the caller's thread (so later
 in-place updates never leak in), then hashes, writes and commits on one background thread.
-At most one save is in flight; a background failure is raised by the next call.
+At most one save is in flight; a background failure is logged (the ``ckpt_notebook`` logger)
+when it happens and raised by the next call.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
-import sys
 import threading
 import time
 import weakref
@@ -49,6 +50,8 @@ from .training import History, Schedule
 __all__ = ["Checkpointer"]
 
 REQUEST_POLL_S = 1.0  # how often step() looks for "save now" requests in the store
+
+log = logging.getLogger(__name__)
 
 
 class Checkpointer:
@@ -168,7 +171,7 @@ class Checkpointer:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="ckpt-save")
         with self._lock:
-            self._pending = self._executor.submit(self._write, info, snaps)
+            self._pending = self._executor.submit(self._write_in_background, info, snaps)
             self._pending_id = info.id
         return info
 
@@ -187,6 +190,16 @@ class Checkpointer:
         if pruned is not None:
             self.last_prune = pruned
         return final
+
+    def _write_in_background(self, info: CheckpointInfo,
+                             snaps: list[capture.ObjectSnapshot]) -> CheckpointInfo:
+        """:meth:`_write` on the save thread: a failure is logged now and raised by the next
+        call (see :meth:`wait`)."""
+        try:
+            return self._write(info, snaps)
+        except Exception as err:
+            log.error("%s", _failed(info.id, err))
+            raise
 
     def _report_progress(self, done: int, total: int) -> None:
         if self.progress is not None:
@@ -365,5 +378,7 @@ def _finish_pending_saves() -> None:
     for ckpt in list(_LIVE):
         try:
             ckpt.close()
+        except BackgroundSaveError:
+            pass  # the save thread logged it when it failed
         except Exception as err:
-            print(f"ckpt_notebook: {err}", file=sys.stderr)
+            log.error("%s", err)

@@ -14,6 +14,7 @@ and the manifest, the commit, is written last.
 from __future__ import annotations
 
 import errno
+import logging
 import shutil
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,6 +30,8 @@ T = TypeVar("T")
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _GC_TIMEOUT_S = 10.0  # gc to make room waits this long for other holders of the store
 _MiB = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 def name_taken(name: str, store: Store) -> CheckpointExistsError:
@@ -65,6 +68,8 @@ def commit_making_room(store: Store, pending: CheckpointInfo,
     except OSError as err:
         if not is_full(err):
             raise
+        log.warning("store %s is full (saving %s): pruning by the retention policy and gc to "
+                    "make room, then trying once more", store.url, _what(pending))
         room = _make_room(store, pending)
         if room is None:
             raise _full(store, pending, err, None) from err
@@ -91,7 +96,7 @@ def _make_room(store: Store, pending: CheckpointInfo) -> PruneReport | None:
 
 def _full(store: Store, pending: CheckpointInfo, err: BaseException,
           room: PruneReport | None) -> StoreError:
-    what = f"step {pending.step}" if pending.step is not None else pending.id
+    what = _what(pending)
     policy = load_policy(store)
     why = ("there is no retention policy to prune with" if policy.is_empty
            else f"the retention policy ({policy.describe()}) keeps every checkpoint")
@@ -104,6 +109,10 @@ def _full(store: Store, pending: CheckpointInfo, err: BaseException,
     return StoreError(f"store {store.url!r} is full ({_free_mib(store)}: {reason}): cannot "
                       f"save {what}, {why}; free space, set a retention policy (`ckpt policy "
                       "--keep-last N`) or delete checkpoints, then `ckpt prune` / `ckpt gc`")
+
+
+def _what(pending: CheckpointInfo) -> str:
+    return f"step {pending.step}" if pending.step is not None else pending.id
 
 
 def _free_mib(store: Store) -> str:

@@ -1,8 +1,13 @@
 """Store-wide operations shared by the Checkpointer, the magics, the CLI and the dashboard:
-retention statuses, prune, pin, delete and "save now" requests."""
+retention statuses, prune, pin, delete and "save now" requests.
+
+What a prune removes, and why, is logged (INFO, the ``ckpt_notebook`` logger): a prune also
+runs unasked, after every save on a store with a retention policy.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +36,8 @@ __all__ = [
     "storage_summary",
     "unpin",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def load_policy(store: Store) -> retention.Policy:
@@ -93,9 +100,15 @@ def prune(store: Store, *, dry_run: bool = False, policy: retention.Policy | Non
     report = PruneReport(doomed, dry_run=dry_run)
     if dry_run or not doomed:
         return report
+    why = f"the retention policy ({policy.describe()}) does not keep it"
+    if pending is not None:
+        why += f"; pruned before saving {pending.id}, to make room on a full store"
     for info in doomed:
         store.delete(info.id)
+        step = f" (step {info.step})" if info.step is not None else ""
+        log.info("pruned %s%s from %s: %s", info.id, step, store.url, why)
     report.gc = store.gc()
+    log.info("prune of %s: %s", store.url, report.gc)
     return report
 
 

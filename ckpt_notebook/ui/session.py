@@ -8,10 +8,14 @@ them) and re-binds plain values.
 
 With auto-checkpointing on, a ``post_run_cell`` hook saves when tracked state changed, and
 a cell stopped by KeyboardInterrupt gets a checkpoint before control returns.
+
+The session shows the package's warnings and errors (the ``ckpt_notebook`` logger: a failed
+background save, an auto-checkpoint that failed, a full store) in the notebook, on stderr.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,9 +28,34 @@ from ..types import CheckpointInfo, RestoreReport
 
 __all__ = ["NotebookCheckpointer", "get_session", "session"]
 
+log = logging.getLogger(__name__)
+
 AUTO_KINDS = frozenset({"module", "optimizer", "scheduler", "scaler"})
 COUNTERS = ("step", "epoch", "global_step")
 _HIDDEN = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
+
+
+class NotebookLogHandler(logging.Handler):
+    """Writes ``ckpt_notebook: <message>`` to the ``sys.stderr`` of the moment (IPython points
+    it at the running cell's output); warnings and errors only."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.setFormatter(logging.Formatter("ckpt_notebook: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def show_logs_in_notebook() -> None:
+    """Install the :class:`NotebookLogHandler` on the package logger (once)."""
+    package = logging.getLogger("ckpt_notebook")
+    if not any(isinstance(h, NotebookLogHandler) for h in package.handlers):
+        package.addHandler(NotebookLogHandler())
 
 
 @dataclass
@@ -42,6 +71,7 @@ class NotebookCheckpointer(Checkpointer):
         self.shell = shell
         self.extra: list[str] = []
         self.auto_settings = AutoSettings()
+        show_logs_in_notebook()
         super().__init__(store, find_objects=self.discover, **kwargs)
 
     @property
@@ -143,7 +173,7 @@ class NotebookCheckpointer(Checkpointer):
             elif settings.enabled and error is None:
                 self._auto_save_if_trained()
         except Exception as err:  # a hook must never break the user's next cell
-            print(f"ckpt_notebook: auto-checkpoint failed: {err}", file=sys.stderr)
+            log.error("auto-checkpoint failed: %s", err)
 
 
 _SESSIONS: dict[int, NotebookCheckpointer] = {}
