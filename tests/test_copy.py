@@ -767,19 +767,19 @@ def test_a_large_file_changing_between_passes_commits_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Large files are read twice (hash, then write); bytes that differ on the second pass
     must never be stored under the first pass's hash."""
-    from ckpt_notebook.storage.backend import Backend
+    from ckpt_notebook.storage.localfs import LocalBackend
 
     src = tmp_path / "src"
     src.mkdir()
     target = src / "big.bin"
     target.write_bytes(_rng(7)(BIG))
-    real = Backend.write_stream
+    real = LocalBackend.write_stream
 
-    def meddling(self: Backend, rel: str, source: Any, **kwargs: Any) -> None:
+    def meddling(self: LocalBackend, rel: str, source: Any, **kwargs: Any) -> None:
         target.write_bytes(_rng(8)(BIG))  # the training loop rewrote the file meanwhile
         real(self, rel, source, **kwargs)
 
-    monkeypatch.setattr(Backend, "write_stream", meddling)
+    monkeypatch.setattr(LocalBackend, "write_stream", meddling)
     store = tmp_path / "store"
     with pytest.raises(IntegrityError, match="changed while it was copied"):
         copying.copy(src, "moving", store=str(store))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import shutil
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -116,9 +115,5 @@ def _what(pending: CheckpointInfo) -> str:
 
 
 def _free_mib(store: Store) -> str:
-    if not store.backend.is_local:
-        return "free space unknown"
-    try:
-        return f"{shutil.disk_usage(store.backend.root).free / _MiB:.1f} MiB free"
-    except OSError:
-        return "free space unknown"
+    free = store.backend.free_space()
+    return "free space unknown" if free is None else f"{free / _MiB:.1f} MiB free"

@@ -27,7 +27,6 @@ import blake3
 
 from ..errors import CheckpointExistsError, CkptError, IntegrityError
 from ..storage import Store
-from ..storage.backend import fsync_dir
 from ..storage.blobs import INLINE_LIMIT, PutResult
 from ..types import CheckpointInfo, utc_now, validate_name
 from .archives import ArchiveLimits
@@ -101,9 +100,10 @@ def copy(src: str | os.PathLike[str], name: str, *, to: str | Store | None = Non
 def _store_inside(src: str, dest: Store) -> Path | None:
     """The destination store's folder when it lies inside the folder being copied (it is
     left out of the copy); a folder inside the store cannot be copied into it."""
-    if not (dest.backend.is_local and os.path.isdir(src)):
+    store_folder = dest.backend.local_folder
+    if store_folder is None or not os.path.isdir(src):
         return None
-    root, folder = Path(dest.backend.root).resolve(), Path(src).resolve()
+    root, folder = Path(store_folder).resolve(), Path(src).resolve()
     if folder.is_relative_to(root):
         raise CkptError(f"cannot copy {src!r} into the store {dest.url}: it is inside that "
                         "store; copy a folder outside it, or copy to another store (--to)")
@@ -118,14 +118,10 @@ def _default_cache() -> HashCache | None:
 
 
 def _sync_blob_dirs(dest: Store, results: list[PutResult]) -> None:
-    """Make new blobs' renames durable before the manifest names them (local stores)."""
-    if not dest.backend.is_local:
-        return
+    """Make new blobs' names durable before the manifest names them (local stores)."""
     prefixes = {r.digest[:2] for r in results if r.new}
-    for prefix in prefixes:
-        fsync_dir(dest.backend.path(f"blobs/{prefix}"))
     if prefixes:
-        fsync_dir(dest.backend.path("blobs"))
+        dest.backend.sync_dirs([*(f"blobs/{p}" for p in prefixes), "blobs"])
 
 
 def _commit(dest: Store, name: str, info: CheckpointInfo, **parts: Any) -> None:
@@ -183,7 +179,7 @@ def _vouched(dest: Store, source: Source) -> set[str]:
     manifest vouches for its blobs (they are written before it, and gc keeps every blob a
     manifest names), so an unchanged re-copy to a remote store needs neither a listing of
     every blob nor a request per file: one small manifest read instead."""
-    if dest.backend.is_local:  # a stat per blob is as cheap as reading a manifest
+    if dest.backend.stat_is_cheap:  # a stat per blob is as cheap as reading a manifest
         return set()
     prior = [i for i in dest.list() if i.source == source.description and i.kind == "files"]
     if not prior:

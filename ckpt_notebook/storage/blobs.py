@@ -30,7 +30,7 @@ import blake3
 from ..errors import IntegrityError
 from ..types import DATA_PHASE, OWN_BLOB_MIN, TensorData
 from . import quarantine, tensorfile
-from .backend import Backend, fsync_dir
+from .backend import Backend
 from .quarantine import HEAL_HINT, valid_digest
 
 __all__ = ["BlobStore", "PutResult", "TensorRef", "parallel_map"]
@@ -134,7 +134,7 @@ class BlobStore:
 
     def __init__(self, backend: Backend, *, workers: int | None = None) -> None:
         self.backend = backend
-        self.workers = workers or (8 if backend.is_local else 16)
+        self.workers = workers or backend.workers
         self._inventory: _Inventory | None = None
         self._batch_depth = 0
         self._batch_lock = threading.Lock()
@@ -154,10 +154,11 @@ class BlobStore:
         The listing costs one request per 1,000 blobs in the store, the checks it replaces one
         or two per blob put: a win unless the store is far larger than the batch (then the
         work the batch does, uploading, usually dwarfs it anyway). As with a check per blob,
-        another process's gc could remove a listed blob before the commit: gc on an object
-        store takes no lock.
+        another process's gc could remove a listed blob before the commit, unless the caller
+        holds the store (:meth:`Store.lock`) from the block to the commit, as saves and copies
+        do: gc holds it exclusively, on object stores too.
         """
-        if self.backend.is_local or expected < LIST_MIN:
+        if self.backend.stat_is_cheap or expected < LIST_MIN:
             yield
             return
         with self._batch_lock:
@@ -195,10 +196,10 @@ class BlobStore:
                 inv.sizes.pop(digest, None)
 
     def _holds(self, digest: str, size: int) -> bool:
-        """:meth:`has`, for bytes about to be put (``size`` is theirs, so it is true). On a
-        local store the stat that answers also gives the size: a blob of another size cannot
-        hold these bytes, so it is quarantined and the caller writes it again."""
-        if not self.backend.is_local:
+        """:meth:`has`, for bytes about to be put (``size`` is theirs, so it is true). Where a
+        check is a stat, the stat also gives the size: a blob of another size cannot hold
+        these bytes, so it is quarantined and the caller writes it again."""
+        if not self.backend.stat_is_cheap:
             return self.has(digest)
         try:
             stored = os.stat(self.backend.path(blob_path(digest))).st_size
@@ -216,7 +217,7 @@ class BlobStore:
         inv = self._listed()
         if inv is not None:
             return {d: inv.sizes.get(d) for d in digests if d in inv.digests}
-        if not self.backend.is_local and len(digests) >= LIST_MIN:
+        if not self.backend.stat_is_cheap and len(digests) >= LIST_MIN:
             listed = self._listed_sizes()
             return {d: listed[d] for d in digests if d in listed}
         out: dict[str, int | None] = {}
@@ -324,9 +325,8 @@ class BlobStore:
         for i, (digest, size) in pending.items():
             results[i] = PutResult(digest, size, new=storing[digest].result())
         done = [r for r in results if r is not None]
-        if durable and self.backend.is_local:
-            for prefix in {r.digest[:2] for r in done if r.new}:
-                fsync_dir(self.backend.path(f"blobs/{prefix}"))
+        if durable:
+            self.backend.sync_dirs(f"blobs/{p}" for p in {r.digest[:2] for r in done if r.new})
         return done
 
     def put_file(self, open_file: Callable[[], BinaryIO], size: int, *,
@@ -361,7 +361,7 @@ class BlobStore:
         inv = self._listed()
         if inv is not None:
             return {d for d in digests if d in inv.digests}
-        if not self.backend.is_local and len(digests) >= LIST_MIN:
+        if not self.backend.stat_is_cheap and len(digests) >= LIST_MIN:
             return set(self.all_digests()) & set(digests)
         return {d for d in digests if self.backend.exists(blob_path(d))}
 
@@ -425,7 +425,7 @@ class BlobStore:
             raise IntegrityError(f"{where}: blob {digest[:16]} is {self.absent(digest)} "
                                  f"(not in the store); {HEAL_HINT}") from err
         except OSError as err:
-            if not self.backend.is_local:  # the network, not the blob: it stays
+            if not self.backend.reads_in_place:  # the network, not the blob: it stays
                 raise IntegrityError(f"{where}: blob {digest[:16]} could not be read "
                                      f"({err})") from err
             raise self._bad(digest, size, where, err) from err  # locally: a size mismatch
@@ -471,9 +471,6 @@ class BlobStore:
             raise IntegrityError(f"{where}: blob {digest[:16]} in {self.backend.url} is "
                                  f"{problem}; nothing was committed")
 
-    def read_tensors(self, digest: str, size: int, *, where: str) -> dict[str, TensorData]:
-        return tensorfile.decode(self.read(digest, size, where=where), where=where)
-
     def read_many(self, items: Sequence[tuple[str, int, str]]) -> list[bytearray]:
         """Read and verify several blobs in parallel: ``(digest, size, where)`` each."""
         return parallel_map(lambda it: self.read(it[0], it[1], where=it[2]), items,
@@ -494,7 +491,7 @@ class BlobStore:
         rel = blob_path(digest)
         hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
         got = 0
-        if self.backend.is_local:
+        if self.backend.reads_in_place:
             with open(self.backend.path(rel), "rb", buffering=0) as f:
                 chunk = bytearray(_READ_CHUNK)
                 while n := f.readinto(chunk):

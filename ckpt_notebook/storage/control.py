@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import time
@@ -21,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..errors import CheckpointExistsError, FormatError, IntegrityError
+from ..errors import FormatError, IntegrityError
 from ..types import utc_now
 from .backend import Backend
 from .trust import check_id, is_id, seal, show_value, unseal
@@ -174,27 +173,12 @@ class RequestQueue:
         return len(old)
 
     def _claim(self, req_id: str) -> bool:
-        """Take request ``req_id`` if no one else did; its ``<id>.taken`` mark tells whoever
-        asked. Locally the claim is unlinking the request (one unlink succeeds); object stores
-        delete without telling whether the object was there, so there the claim is creating
-        the mark with a no-replace commit (S3's conditional PUT), and only then the delete."""
-        mark = f"requests/{req_id}.taken"
+        """Take request ``req_id`` if no one else did (:meth:`Backend.claim`: locally an
+        unlink, on object stores a no-replace commit of the mark); its ``<id>.taken`` mark
+        tells whoever asked."""
         doc = json.dumps({"id": req_id, "taken": utc_now(), "by": self.backend.writer_id,
                           "claim": secrets.token_hex(8)}).encode()
-        if self.backend.is_local:
-            try:
-                os.unlink(self.backend.path(f"requests/{req_id}.json"))
-            except FileNotFoundError:
-                return False  # another process took it first
-            with contextlib.suppress(OSError):  # the mark only informs
-                self.backend.write_atomic(mark, [doc], durable=False)
-            return True
-        try:
-            self.backend.write_atomic(mark, [doc], exclusive=True)
-        except CheckpointExistsError:
-            return False  # another loop claimed it first
-        self.backend.remove(f"requests/{req_id}.json")
-        return True
+        return self.backend.claim(f"requests/{req_id}.json", f"requests/{req_id}.taken", doc)
 
 
 _REQUEST_ID = re.compile(r"\d{1,20}-[0-9a-f]{6}")

@@ -47,7 +47,7 @@ def verify_blobs(blobs: BlobStore, items: Sequence[tuple[str, int, str]]) -> Non
     """Re-hash ``(digest, size, where)`` blobs in parallel; raise for the first bad one."""
     def one(item: tuple[str, int, str]) -> tuple[str, str, str | None]:
         digest, size, where = item
-        check = _verify_local if blobs.backend.is_local else BlobStore.check
+        check = _verify_local if blobs.backend.reads_in_place else BlobStore.check
         return digest, where, check(blobs, digest, size)
 
     with ThreadPoolExecutor(min(blobs.workers, max(1, len(items))),
@@ -62,7 +62,7 @@ def read_tensor_into(blobs: BlobStore, digest: str, key: str, dest: memoryview, 
                      where: str) -> None:
     """Read tensor ``key`` of a verified safetensors blob into ``dest`` (exactly its size)."""
     rel = blob_path(digest)
-    if not blobs.backend.is_local:
+    if not blobs.backend.reads_in_place:
         from . import tensorfile
 
         data = tensorfile.decode(blobs.backend.read_bytes(rel), where=where)[key].data

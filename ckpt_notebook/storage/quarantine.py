@@ -75,9 +75,9 @@ def move(backend: Backend, rel: str, digest: str) -> bool:
         return False
     dest = path(digest)
     try:
-        if backend.is_local:
-            return _move_local(backend, rel, dest, digest)
-        # object stores have no rename: copy (which also gives the entry a fresh age), remove
+        if backend.renames_atomically:
+            return _move_renaming(backend, rel, dest, digest)
+        # no rename (object stores): copy (which also gives the entry a fresh age), remove
         backend.call("quarantining", rel, backend.fs.copy, backend.path(rel), backend.path(dest))
         backend.remove(rel)
         return True
@@ -87,7 +87,7 @@ def move(backend: Backend, rel: str, digest: str) -> bool:
         return False  # cannot write here; the caller's error still says what is wrong
 
 
-def _move_local(backend: Backend, rel: str, dest: str, digest: str) -> bool:
+def _move_renaming(backend: Backend, rel: str, dest: str, digest: str) -> bool:
     """Rename, then hash what moved: if another writer had just replaced the bad file with a
     sound one (renames are atomic, so it is one or the other), the sound one goes back."""
     src, dst = backend.path(rel), backend.path(dest)

@@ -21,7 +21,6 @@ back to an older one. Everything read here is checked
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
@@ -36,7 +35,6 @@ from ..errors import (
     CkptError,
     FormatError,
     IntegrityError,
-    StoreBusyError,
     StoreError,
 )
 from ..types import CheckpointInfo, format_bytes, utc_now
@@ -52,11 +50,10 @@ __all__ = ["GcReport", "Store", "StoreProblem", "Unreadable", "VerifyProblem"]
 
 STORE_FILE = "ckpt-store.json"
 STORE_FORMAT = "ckpt_notebook.store"
-LOCK_FILE = ".lock"
 _STORE_ENTRIES = {"blobs", "manifests", "tmp", "index.json", "pins", "policy.json", "requests",
                   "runs", locks.LOCK_DIR, STORE_FILE, "quarantine", "uses"}
 _DIGEST_IN_TEXT = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
-_TMP_MAX_AGE_S = 24 * 3600  # on stores without locks, temp files older than this are leftovers
+_TMP_MAX_AGE_S = 24 * 3600  # a temp file of another host's writer this old is a leftover
 
 
 @dataclass(frozen=True)
@@ -138,18 +135,11 @@ class Store:
         self.policy = PolicyFile(self.backend)
         self.requests = RequestQueue(self.backend)
         self.history = MetricHistory(self.backend)
-        self._check_root()
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
     # -- opening -------------------------------------------------------------------------
-    def _check_root(self) -> None:
-        b = self.backend
-        if b.is_local and os.path.exists(b.root) and not os.path.isdir(b.root):
-            raise StoreError(f"cannot open store {self.url!r}: it is a file, not a folder; "
-                             "pass a folder path or URL")
-
     def ensure_writable(self) -> None:
         """Create the store on first write; refuse a non-empty folder that is not a store."""
         b = self.backend
@@ -174,30 +164,8 @@ class Store:
         ``flock``, object stores with lock objects (:mod:`.locks`)."""
         busy = (f"store {self.url!r} is busy ({'a save' if exclusive else 'gc'} is running in "
                 "another process); try again when it finishes")
-        if not self.backend.is_local:
-            with locks.held(self.backend, exclusive=exclusive, timeout=timeout, busy=busy):
-                yield
-            return
-        import fcntl
-
-        os.makedirs(self.backend.root, exist_ok=True)
-        fd = os.open(self.backend.path(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    break
-                except OSError as err:
-                    if err.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise StoreBusyError(busy) from err
-                    time.sleep(0.05)
+        with self.backend.lock(exclusive=exclusive, timeout=timeout, busy=busy):
             yield
-        finally:
-            os.close(fd)
 
     # -- manifests -----------------------------------------------------------------------
     @staticmethod
@@ -363,10 +331,9 @@ class Store:
         return problems
 
     def gc(self, *, dry_run: bool = False, timeout: float = 30.0) -> GcReport:
-        """Remove unreferenced blobs, leftover temp files and blobs quarantined over a week
-        ago, and on object stores the lock
-        objects and incomplete uploads of writers that died (holds the store exclusively,
-        waiting up to ``timeout`` seconds for it)."""
+        """Remove unreferenced blobs, leftover temp files, blobs quarantined over a week ago,
+        and the lock objects and incomplete uploads of writers that died (object stores).
+        Holds the store exclusively, on every backend, waiting up to ``timeout`` seconds."""
         report = GcReport(dry_run=dry_run)
         if not self.backend.exists(""):
             return report  # nothing to collect; do not create the folder
@@ -383,10 +350,9 @@ class Store:
             report.temp_removed = self._clean_tmp(dry_run=dry_run)
             report.quarantine_removed = quarantine.clean(self.backend, dry_run=dry_run)
             report.temp_removed += self.requests.forget_taken(dry_run=dry_run)
-            if not self.backend.is_local:
-                report.locks_removed = locks.remove_stale(self.backend, dry_run=dry_run)
-                report.uploads_aborted = locks.abort_abandoned_uploads(
-                    self.backend, "blobs", dry_run=dry_run)
+            report.locks_removed = self.backend.remove_stale_locks(dry_run=dry_run)
+            report.uploads_aborted = self.backend.abort_abandoned_uploads("blobs",
+                                                                          dry_run=dry_run)
         return report
 
     def _clean_tmp(self, *, dry_run: bool) -> int:

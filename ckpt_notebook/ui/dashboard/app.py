@@ -83,15 +83,15 @@ class StoreWatcher:
                 listener(kinds)
 
     def _run(self) -> None:
-        if self.store.backend.is_local:
-            self._watch_local()
+        folder = self.store.backend.local_folder
+        if folder is not None:
+            self._watch(folder)
         else:
             self._poll()
 
-    def _watch_local(self) -> None:
+    def _watch(self, root: str) -> None:
         import watchfiles
 
-        root = self.store.backend.root
         while not self._stop.is_set() and not os.path.isdir(root):
             self._stop.wait(self.interval)  # a store not created yet: wait for its folder
         self.emit({"checkpoints", "history"})

@@ -348,10 +348,11 @@ _OPEN_BITS = 0o077  # what group and others may do
 
 def store_mode(store: Store) -> int | None:
     """The permission bits of a local store's folder (``None``: remote, or not made yet)."""
-    if not store.backend.is_local:
+    folder = store.backend.local_folder
+    if folder is None:
         return None
     try:
-        return stat.S_IMODE(os.stat(store.backend.root).st_mode)
+        return stat.S_IMODE(os.stat(folder).st_mode)
     except OSError:
         return None
 
@@ -364,10 +365,10 @@ def private_destination(source: Store, dest: Store | None) -> Iterator[None]:
     others read what the source does not is refused. Remote destinations are left as they
     are (their access is the bucket's)."""
     src = store_mode(source)
-    if dest is None or src is None or not dest.backend.is_local:
+    root = None if dest is None else dest.backend.local_folder
+    if src is None or root is None:
         yield
         return
-    root = dest.backend.root
     if os.path.isdir(root):
         have = stat.S_IMODE(os.stat(root).st_mode)
         wider = have & _OPEN_BITS & ~src
