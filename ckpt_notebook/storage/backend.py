@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, ClassVar, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import CkptError, StoreError
+from ..errors import CheckpointExistsError, CkptError, StoreError
 from .options import with_endpoint
 from .trust import store_path
 
@@ -200,10 +200,19 @@ class Backend(ABC):
         """Make the names just written into the folders ``rels`` durable (a no-op where a
         write is durable once it returns)."""
 
-    @abstractmethod
     def claim(self, rel: str, mark: str, doc: bytes) -> bool:
         """Take the file ``rel`` for this process: of several takers at once exactly one
-        gets True. ``mark`` (holding ``doc``) is left to tell that it was taken."""
+        gets True. The claim is creating ``mark`` (holding ``doc``, which differs per taker)
+        with a no-replace commit; only then is ``rel`` removed, so at every moment one of
+        the two exists and whoever asks sees the file waiting or taken, never neither.
+        (A remove cannot be the claim: on object stores a delete succeeds whether or not
+        the object was there.)"""
+        try:
+            self.write_atomic(mark, [doc], exclusive=True, durable=False)
+        except CheckpointExistsError:
+            return False  # another process claimed it first
+        self.remove(rel)
+        return True
 
     # -- locking -----------------------------------------------------------------------
     @abstractmethod

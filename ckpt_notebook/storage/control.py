@@ -173,9 +173,8 @@ class RequestQueue:
         return len(old)
 
     def _claim(self, req_id: str) -> bool:
-        """Take request ``req_id`` if no one else did (:meth:`Backend.claim`: locally an
-        unlink, on object stores a no-replace commit of the mark); its ``<id>.taken`` mark
-        tells whoever asked."""
+        """Take request ``req_id`` if no one else did (:meth:`Backend.claim`: a no-replace
+        commit of its ``<id>.taken`` mark, which tells whoever asks)."""
         doc = json.dumps({"id": req_id, "taken": utc_now(), "by": self.backend.writer_id,
                           "claim": secrets.token_hex(8)}).encode()
         return self.backend.claim(f"requests/{req_id}.json", f"requests/{req_id}.taken", doc)

@@ -3,8 +3,7 @@
 A commit is a temp file under ``tmp/``, fsynced, then renamed over its name (``os.link``
 when the name must not be taken: a link never replaces); the folder is fsynced so the
 rename survives a crash. The store is locked with ``flock`` on ``.lock``, which the kernel
-releases when its holder dies, however it dies. A request is claimed by unlinking it: of
-several unlinks of one file exactly one succeeds.
+releases when its holder dies, however it dies.
 """
 
 from __future__ import annotations
@@ -140,15 +139,6 @@ class LocalBackend(Backend):
     def sync_dirs(self, rels: Iterable[str]) -> None:
         for rel in rels:
             fsync_dir(self.path(rel))
-
-    def claim(self, rel: str, mark: str, doc: bytes) -> bool:
-        try:
-            os.unlink(self.path(rel))
-        except FileNotFoundError:
-            return False  # another process took it first
-        with contextlib.suppress(OSError):  # the mark only informs
-            self.write_atomic(mark, [doc], durable=False)
-        return True
 
     # -- locking -----------------------------------------------------------------------
     @contextlib.contextmanager

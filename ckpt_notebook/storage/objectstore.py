@@ -3,9 +3,7 @@ not a local folder): every call a request, retried on transient failures.
 
 An object store makes a PUT visible all at once, so the PUT is the commit; a no-replace
 commit is a conditional PUT. There is no rename, no folder to fsync and no lock: the store
-is locked with lock objects (:mod:`.locks`), and a request is claimed by creating its mark
-with a no-replace commit (a delete on S3 succeeds whether or not the object was there, so
-it cannot tell two takers apart).
+is locked with lock objects (:mod:`.locks`).
 """
 
 from __future__ import annotations
@@ -151,14 +149,6 @@ class ObjectStoreBackend(Backend):
 
     def sync_dirs(self, rels: Iterable[str]) -> None:
         pass  # no folders: a PUT is durable once it returns
-
-    def claim(self, rel: str, mark: str, doc: bytes) -> bool:
-        try:
-            self.write_atomic(mark, [doc], exclusive=True)
-        except CheckpointExistsError:
-            return False  # another process claimed it first
-        self.remove(rel)
-        return True
 
     # -- locking -----------------------------------------------------------------------
     def lock(self, *, exclusive: bool, timeout: float,
