@@ -1,9 +1,11 @@
 """Train a small model with every kind of state, optionally saving or resuming.
 
     python train_resume.py STORE OUT.safetensors --steps N [--save-at K] [--resume] [--seed S]
+                           [--no-rng]
 
 --save-at K saves a checkpoint after step K and exits (a "crash"); --resume restores the
 latest checkpoint into freshly built objects and continues to N. The final weights go to OUT.
+--no-rng makes the Checkpointer with ``rng=False``: it neither saves nor restores the RNGs.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def main() -> None:
     p.add_argument("--save-at", type=int)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-rng", dest="rng", action="store_false")
     args = p.parse_args()
 
     model, opt, sched, scaler = build(args.seed)
@@ -61,12 +64,13 @@ def main() -> None:
     np.random.seed(args.seed)
     gen = np.random.default_rng(args.seed)
     ckpt = ckn.Checkpointer(args.store, model=model, optimizer=opt, scheduler=sched,
-                            scaler=scaler, gen=gen, step=0)
+                            scaler=scaler, gen=gen, step=0, rng=args.rng)
     start = 0
     if args.resume:
         report = ckpt.restore("latest")
         start = report.values["step"]
         print(report)
+        print(f"restored={','.join(report.restored)} rng_restored={report.rng_restored}")
     for step in range(start + 1, args.steps + 1):
         loss = step_once(model, opt, sched, scaler, gen)
         if step == args.save_at:
