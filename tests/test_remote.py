@@ -263,9 +263,15 @@ def test_two_processes_racing_one_name(s3_server: S3Server, tmp_path: Path) -> N
         "w.bin": data(5_000, 20 + winner)}
 
 
-def test_two_writers_create_one_store(s3_server: S3Server) -> None:
+def test_two_writers_create_one_store(s3_server: S3Server, tmp_path: Path) -> None:
     """Two writers open a new store at once: the second checked for ckpt-store.json just
-    before the first wrote it, and must accept the store it then finds."""
+    before the first wrote it, and must accept the store it then finds. Afterwards the
+    bucket holds one store, marked once, with what both wrote."""
+    import json
+
+    from ckpt_notebook.storage import manifest
+    from ckpt_notebook.storage.store import STORE_FILE, STORE_FORMAT
+
     bucket = s3_server.make_bucket("create")
     first, second = s3_store(s3_server, bucket), s3_store(s3_server, bucket)
     first.ensure_writable()
@@ -278,6 +284,21 @@ def test_two_writers_create_one_store(s3_server: S3Server) -> None:
 
     second.backend.exists = exists_before_the_first_write  # type: ignore[method-assign]
     second.ensure_writable()
+    assert calls[0] == STORE_FILE  # the second writer did see no store, and made one
+    assert list(keys(s3_server, bucket, "store/")) == [f"store/{STORE_FILE}"]
+    marker = s3_server.client().get_object(Bucket=bucket, Key=f"store/{STORE_FILE}")
+    doc = json.loads(marker["Body"].read())
+    assert doc.keys() == {"format", "version", "created"}
+    assert (doc["format"], doc["version"]) == (STORE_FORMAT, manifest.VERSION)
+
+    written = {"from-first": {"a.bin": data(3_000, 1)}, "from-second": {"b.bin": data(3_000, 2)}}
+    for writer, (name, files) in zip((first, second), written.items(), strict=True):
+        copy(make_folder(tmp_path / name, files), name, to=writer)
+    store = s3_store(s3_server, bucket)  # a third writer, opened afterwards: the same store
+    assert {i.id for i in store.list()} == set(written)
+    for name, files in written.items():
+        assert store.verify(name) == []
+        assert folder_files(materialize(name, tmp_path / "out" / name, store=store)) == files
 
 
 def test_a_long_lived_store_sees_other_writers(s3_server: S3Server, tmp_path: Path) -> None:
