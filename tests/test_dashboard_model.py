@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -587,8 +588,11 @@ def _get(url: str, opener: urllib.request.OpenerDirector | None = None) -> str |
         return None
 
 
-def test_other_addresses_warn(store: Path, capsys: pytest.CaptureFixture[str],
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def serve_unbound(store: Path, address: str, monkeypatch: pytest.MonkeyPatch
+                  ) -> tuple[dict[str, Any], list[Any], str]:
+    """``serve(threaded=True)`` on ``address`` as it really runs, up to the Bokeh server,
+    which is a stand-in that binds nothing (a test must not open a port to other machines):
+    returns what ``serve`` passed to ``pn.serve``, the gates added, and what it printed."""
     import panel as pn
 
     from ckpt_notebook.ui.dashboard import app
@@ -603,15 +607,54 @@ def test_other_addresses_warn(store: Path, capsys: pytest.CaptureFixture[str],
         def start(self) -> None:
             pass
     monkeypatch.setattr(pn, "serve", lambda *a, **k: calls.append(k) or Fake())
-    thread = app.serve(str(store), port=5999, address="0.0.0.0", threaded=True)
+    thread = app.serve(str(store), port=5999, address=address, threaded=True)
     thread.join(10)
+    assert len(calls) == 1 and not thread.is_alive()
+    return calls[0], gated, thread.url
+
+
+def test_other_addresses_warn(store: Path, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckpt_notebook.ui.dashboard import app
+
+    served, gated, _ = serve_unbound(store, "0.0.0.0", monkeypatch)
     err = capsys.readouterr().err
     assert "WARNING" in err and "0.0.0.0" in err and "other machines" in err
-    assert calls[0]["address"] == "0.0.0.0" and "localhost:5999" in calls[0]["websocket_origin"]
-    assert calls[0]["start"] is False and calls[0]["show"] is False and len(gated) == 1
+    assert served["address"] == "0.0.0.0" and "localhost:5999" in served["websocket_origin"]
+    assert served["start"] is False and served["show"] is False and len(gated) == 1
     assert app.is_loopback("127.0.0.1") and app.is_loopback("::1")
     assert app.is_loopback("localhost") and not app.is_loopback("0.0.0.0")
     assert app._origins("127.0.0.1", 80) == ["127.0.0.1:80", "localhost:80"]
+
+
+HOST = socket.gethostname()
+
+
+@pytest.mark.parametrize(("address", "elsewhere"), [
+    ("127.0.0.1", False), ("127.0.0.53", False), ("::1", False), ("localhost", False),
+    ("0.0.0.0", True), ("::", True), ("192.0.2.7", True), ("2001:db8::7", True),
+    ("dashboard.example", True),
+])
+def test_an_address_other_machines_reach_warns(store: Path, address: str, elsewhere: bool,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve() decides from the address alone whether other machines can reach it: if so it
+    warns, and requests may address it by this machine's names; if not, by loopback only."""
+    served, _, url = serve_unbound(store, address, monkeypatch)
+    out = capsys.readouterr()
+    assert ("other machines" in out.err) is elsewhere, out.err
+    assert (f"bound to {address}, not 127.0.0.1" in out.err) is elsewhere
+    origins = served["websocket_origin"]
+    assert {"127.0.0.1:5999", "localhost:5999"} <= set(origins)
+    if HOST != "localhost":
+        assert (f"{HOST}:5999" in origins) is elsewhere, origins
+    if not elsewhere:
+        bound = f"[{address}]" if ":" in address else address
+        assert set(origins) == {"127.0.0.1:5999", "localhost:5999", f"{bound}:5999"}
+    every = address in ("0.0.0.0", "::")
+    assert ("(bound to all addresses)" in out.out) is every
+    if every:  # the URL printed names this machine, as other machines can reach it
+        assert url.startswith(f"http://{HOST}:5999/")
 
 
 def test_main_options(monkeypatch: pytest.MonkeyPatch) -> None:
