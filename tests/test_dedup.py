@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import ckpt_notebook as ckn
+from ckpt_notebook.errors import BackgroundSaveError, StoreError
 
 
 def big_model() -> torch.nn.Module:
@@ -214,8 +215,10 @@ def test_a_failed_async_save_makes_the_next_one_hash_everything(
     with torch.no_grad():
         _weights(model)[0].add_(1.0)
     ckpt.save(step=2)
-    with pytest.raises(Exception, match="No space left"):
+    with pytest.raises(BackgroundSaveError, match=r"background save of .+ failed: StoreError: "
+                       r"store .+ is full \(.+: No space left on device\)") as failed:
         ckpt.wait()
+    assert isinstance(failed.value.__cause__, StoreError)
     monkeypatch.setattr(store, "commit", real)
     seen = _record_hashes(monkeypatch, min_size=1 << 20)
     ckpt.save(step=3)

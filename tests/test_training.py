@@ -35,9 +35,14 @@ def test_schedule_parsing(every: object, steps: int | None, seconds: float | Non
     assert (schedule.every_steps, schedule.every_seconds) == (steps, seconds)
 
 
-@pytest.mark.parametrize("bad", [0, -3, "soon", True])
-def test_bad_schedules_are_refused(bad: object) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("bad", "message"), [
+    (0, r"every=0: a step interval must be at least 1"),
+    (-3, r"every=-3: a step interval must be at least 1"),
+    ("soon", r"bad duration 'soon': use "),
+    (True, r"every must be a number of steps or a duration like '10min'"),
+])
+def test_bad_schedules_are_refused(bad: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         Schedule.parse(bad)  # type: ignore[arg-type]
 
 
