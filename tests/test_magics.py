@@ -636,11 +636,11 @@ def test_a_bad_line_in_a_cell_does_not_raise(ip: InteractiveShell) -> None:
     assert isinstance(result.error_in_exec, UsageError)
 
 
-# -- known bugs (each says the behaviour it should have) --------------------------------------
+# -- bugs fixed once (each test says the behaviour they lacked) -------------------------------
 def test_a_failed_save_does_not_remember_its_vars(ip: InteractiveShell) -> None:
     training_state(ip, f=lambda: 1)
     usage_error(ip, "save f", "cannot save 'f'")
-    magic(ip, "save")  # today: UsageError "cannot save 'f'"
+    magic(ip, "save")  # saves the tracked state without f: a refused VAR is not kept
     assert "f" not in store_of(ip).list()[-1].objects
 
 
