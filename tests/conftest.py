@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,17 @@ def files_of(store: Any, name: str, out: Path) -> dict[str, bytes]:
     folder = materialize(name, out, store=store)
     return {p.relative_to(folder).as_posix(): p.read_bytes()
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll ``check`` until it returns something truthy, or ``timeout`` seconds pass; returns
+    its last value, for the caller to assert (a deadline, not a timing assumption)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
 
 
 def pythonpath_env() -> dict[str, str]:

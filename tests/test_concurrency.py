@@ -152,10 +152,12 @@ def test_gc_beside_a_saver(server: Any, tmp_path: Path) -> None:
     test deletes older checkpoints meanwhile, so gc has blobs to remove, including owners of
     the blob that every save shares (the fixed buffer). No checkpoint the saver made breaks."""
     store_dir = tmp_path / "store"
-    go = tmp_path / "go"
+    go, gate = tmp_path / "go", tmp_path / "gc-runs"
+    gate.mkdir()
     count = 14
+    # --gate: the saver's save of step S waits until gc has run S-1 times (gate/<n> after run n)
     proc = server.fork("save", store_dir, "--go", go, "--count", count, "--offset", 7.0,
-                       "--tag", "busy", "--mode", "mixed", "--pace", 0.03)
+                       "--tag", "busy", "--mode", "mixed", "--gate", gate)
     store = Store(store_dir)
     deleted: set[str] = set()
     gc_runs = gc_removed = 0
@@ -177,6 +179,7 @@ def test_gc_beside_a_saver(server: Any, tmp_path: Path) -> None:
         report = store.gc()
         gc_runs += 1
         gc_removed += report.blobs_removed
+        (gate / str(gc_runs)).touch()
     proc.finish()
     reported = [(i, int(s)) for i, s in proc.saved()]
 

@@ -13,14 +13,13 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
-from conftest import pythonpath_env
+from conftest import pythonpath_env, wait_until
 
 from ckpt_notebook import Checkpointer, Store
 from ckpt_notebook.storage.blobs import blob_path
@@ -81,16 +80,6 @@ def model(store: Path) -> DashboardModel:
 
 def by_id(model: DashboardModel) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in model.rows()}
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll ``check`` until it returns something truthy (a timeout, not a timing test)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
 
 
 def assert_failed(outcome: Outcome, *fragments: str) -> None:

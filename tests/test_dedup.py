@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -103,27 +102,35 @@ def test_a_failed_write_stops_put_many_and_is_raised(store_dir: Path,
     from ckpt_notebook.storage import blobs
 
     store = ckn.Store(store_dir)
-    failed = threading.Event()
+    writes: list[Future[Any]] = []  # every write put_many hands to its workers
     hashed: list[str] = []
     real_hash, real_write = blobs.hash_chunks, store.blobs.backend.write_atomic
 
-    def slow_hash(chunks: Any) -> str:
-        if failed.is_set():
-            time.sleep(0.01)  # let the pipeline notice the failure before the items run out
+    class Recording(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            writes.append(super().submit(fn, *args, **kwargs))
+            return writes[-1]
+
+    def hash_once_the_write_failed(chunks: Any) -> str:
+        # Blob 1's write fails; the blobs after it are hashed only once that failure is in,
+        # however the threads are scheduled: so the count below is what put_many does then.
+        if bytes(memoryview(chunks[0]))[:1] >= b"\x02":
+            wait(list(writes), timeout=30, return_when=FIRST_EXCEPTION)
         hashed.append(real_hash(chunks))
         return hashed[-1]
 
     def failing(rel: str, chunks: Any, **kw: Any) -> None:
         if bytes(memoryview(chunks[0]))[:1] == b"\x01":
-            failed.set()
             raise OSError(28, "No space left on device")
         real_write(rel, chunks, **kw)
 
-    monkeypatch.setattr(blobs, "hash_chunks", slow_hash)
+    monkeypatch.setattr(blobs, "ThreadPoolExecutor", Recording)
+    monkeypatch.setattr(blobs, "hash_chunks", hash_once_the_write_failed)
     monkeypatch.setattr(store.blobs.backend, "write_atomic", failing)
     items = [[bytes([i]) * 4096] for i in range(40)]
     with pytest.raises(OSError, match="No space left"):
         store.blobs.put_many(items)
+    assert len(writes) >= 2  # the writes went through the recorded pool
     assert len(hashed) < 20  # hashing stopped soon after the write failed
     assert not store.blobs.has(real_hash(items[1]))
     assert not [p for p in (store_dir / "tmp").rglob("*") if p.is_file()]

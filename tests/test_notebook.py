@@ -37,6 +37,15 @@ while step < {total}:
     opt.zero_grad(); loss.backward(); opt.step(); sched.step()
     ckpt.step(step, {{"loss": loss.item()}})
     time.sleep({pause})
+{hold}"""
+
+# TRAIN's {hold}: at step {at} the cell creates the file {flag} and goes no further, still
+# running, until the test kills the kernel.
+HOLD = """\
+    if step == {at}:
+        open({flag!r}, "w").close()
+        while True:
+            time.sleep(0.01)
 """
 
 SAVE_WEIGHTS = """
@@ -62,15 +71,16 @@ def test_killed_kernel_resumes_bit_identical(tmp_path: Path) -> None:
     straight, resumed = tmp_path / "straight.safetensors", tmp_path / "resumed.safetensors"
     with Kernel(cwd=str(tmp_path)) as k:
         k.run(SETUP.format(store=tmp_path / "ref-store"))
-        k.run(TRAIN.format(total=total, pause=0))
+        k.run(TRAIN.format(total=total, pause=0, hold=""))
         k.run(SAVE_WEIGHTS.format(out=str(straight)))
 
-    store = tmp_path / "store"
+    store, held = tmp_path / "store", tmp_path / "at-step-35"
     with Kernel(cwd=str(tmp_path)) as k:
         k.run(SETUP.format(store=store))
-        k.start(TRAIN.format(total=total, pause=0.02))
+        # killed at step 35, between two scheduled saves, once the save at 30 is committed
+        k.start(TRAIN.format(total=total, pause=0, hold=HOLD.format(at=35, flag=str(held))))
+        wait_for(held.exists, what="training to reach step 35")
         wait_for(lambda: any(s >= 30 for s in steps_saved(store)), what="a checkpoint at 30")
-        time.sleep(0.07)  # somewhere between two scheduled saves
         k.kill()
     assert max(steps_saved(store)) < total
 
@@ -79,7 +89,7 @@ def test_killed_kernel_resumes_bit_identical(tmp_path: Path) -> None:
         out = k.run("%checkpoint restore")  # ...and restores
         assert "Restored" in out and "rng" in out
         assert int(k.run("print(step)").strip()) == max(steps_saved(store))
-        k.run(TRAIN.format(total=total, pause=0))
+        k.run(TRAIN.format(total=total, pause=0, hold=""))
         k.run(SAVE_WEIGHTS.format(out=str(resumed)))
 
     a, b = load_file(straight), load_file(resumed)
@@ -91,7 +101,7 @@ def test_interrupted_cell_gets_a_checkpoint(tmp_path: Path) -> None:
     with Kernel(cwd=str(tmp_path)) as k:
         k.run(SETUP.format(store=store) + "\n%checkpoint auto --off\n"
               "%checkpoint auto --on-interrupt")
-        msg = k.start(TRAIN.format(total=100_000, pause=0.01))
+        msg = k.start(TRAIN.format(total=100_000, pause=0.01, hold=""))
         time.sleep(1.5)
         k.interrupt()
         reply, out = k.wait(msg)
@@ -106,7 +116,7 @@ def test_request_save_reaches_a_running_cell(tmp_path: Path) -> None:
     store = tmp_path / "store"
     with Kernel(cwd=str(tmp_path)) as k:
         k.run(SETUP.format(store=store) + "\n%checkpoint auto --off")
-        msg = k.start(TRAIN.format(total=100_000, pause=0.01))
+        msg = k.start(TRAIN.format(total=100_000, pause=0.01, hold=""))
         time.sleep(1.0)
         assert Store(str(store)).list() == []
         done = subprocess.run([sys.executable, "-m", "ckpt_notebook.cli", "request-save",

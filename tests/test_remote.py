@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import mlp, pythonpath_env
+from conftest import mlp, pythonpath_env, wait_until
 from helpers.race import race_for_a_name
 from servers import FaultyProxy, HTTPFileServer, S3Server
 
@@ -382,9 +382,12 @@ def test_a_holder_blocks_gc_and_a_dead_holders_lock_is_ignored(s3_server: S3Serv
     monkeypatch.setattr(locks, "REFRESH_S", 0.2)
     with store.lock():
         [key] = keys(s3_server, bucket, f"store/{locks.LOCK_DIR}/")
-        first = json.loads(store.backend.read_bytes(key[len("store/"):]))["time"]
-        time.sleep(0.7)
-        assert json.loads(store.backend.read_bytes(key[len("store/"):]))["time"] > first
+
+        def written_at() -> float:
+            return float(json.loads(store.backend.read_bytes(key[len("store/"):]))["time"])
+
+        first = written_at()
+        assert wait_until(lambda: written_at() > first, timeout=30)  # rewritten while held
 
 
 # -- copy to and from S3 ---------------------------------------------------------------------------

@@ -9,10 +9,13 @@ Commands (``python saver.py COMMAND ...``):
     Save in a loop (sync and async saves at random, steps START+1, START+2, ...) until
     killed; prints ``SAVED <id> <step>`` after each commit.
 
-``save STORE --count N --offset K --tag T [--go FILE] [--mode sync|async|mixed] [--name N]``
+``save STORE --count N --offset K --tag T [--go FILE] [--mode sync|async|mixed] [--name N]
+[--gate DIR]``
     Print ``READY`` once set up, wait for ``FILE`` to exist, save ``N`` checkpoints (each
     printed ``SAVED <id> <step>`` once committed), then optionally one named checkpoint
-    (``SAVED <id> named`` or ``EXISTS <name>`` when another process holds the name).
+    (``SAVED <id> named`` or ``EXISTS <name>`` when another process holds the name). With
+    ``--gate``, the save of step ``S`` > 1 waits for the file ``DIR/S-1`` (the test writes
+    one after each thing it does beside the saves, so those are sure to interleave).
 
 ``control STORE --count N [--go FILE]``
     Write the store's small mutable files (metric history, policy, pins, requests) ``N``
@@ -188,6 +191,8 @@ def save_main(args: argparse.Namespace) -> int:
         return 2
     pending = None
     for step in range(1, args.count + 1):
+        if args.gate and step > 1 and not wait_for(os.path.join(args.gate, str(step - 1))):
+            return 2
         train_step(model, opt, step, args.offset, base)
         done = ckpt.wait()
         if done is not None:
@@ -199,8 +204,6 @@ def save_main(args: argparse.Namespace) -> int:
             pending = None
         else:
             pending = step
-        if args.pace:
-            time.sleep(args.pace)
     done = ckpt.wait()
     if done is not None:
         _say(f"SAVED {done.id} {pending}")
@@ -260,7 +263,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tag", default="saver")
     p.add_argument("--go", default="")
     p.add_argument("--mode", choices=("sync", "async", "mixed"), default="mixed")
-    p.add_argument("--pace", type=float, default=0.0)
+    p.add_argument("--gate", default="")
     p.add_argument("--name", default="")
     c = sub.add_parser("control")
     c.add_argument("store")
