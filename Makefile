@@ -75,7 +75,7 @@ WORKTREE = { git status --porcelain=v1 --untracked-files=all; \
 
 pytest: $(STAMP) $(LABEXT) browser
 	@$(WORKTREE) > $(VENV)/worktree.before || true
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 	@$(WORKTREE) > $(VENV)/worktree.after || true
 	@cmp -s $(VENV)/worktree.before $(VENV)/worktree.after || { \
 		echo "make test: the tests changed the work tree (they must write only under temporary or ignored folders):"; \
