@@ -21,11 +21,8 @@ from helpers.lab import CHROMIUM, JupyterLab, chromium, offline
 
 from ckpt_notebook.storage import Store
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason="chromium is not installed (make browser installs it)"),
-]
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason="chromium is not installed (make browser installs it)")
 WAIT_MS = 60_000
 CELLS = [
     "%load_ext ckpt_notebook",

@@ -91,7 +91,6 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return found
 
 
-@pytest.mark.slow
 def test_wheel_carries_both_extensions(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     data = f"ckpt_notebook-{ckpt_notebook.__version__}.data/data/"
@@ -110,7 +109,6 @@ def test_wheel_carries_both_extensions(wheel: Path) -> None:
     assert built["jupyterlab"]["_build"]["load"].startswith("static/remoteEntry.")
 
 
-@pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
