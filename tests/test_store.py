@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -129,3 +130,34 @@ def test_gc_forgets_the_marks_of_requests_taken_long_ago(tmp_path: Path) -> None
     os.utime(mark, (old, old))
     store.gc()
     assert not mark.exists()
+
+
+def test_a_request_being_taken_never_reads_as_expired(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a loop takes a request, a UI asking whether it was taken (the dashboard, the lab's
+    notification) hears "pending" or "taken", never "expired": ``state()`` asked while the
+    claim is writing the ``.taken`` mark (a local claim once removed the request first)."""
+    import threading
+
+    store = Store(str(tmp_path / "store"))
+    store.ensure_writable()
+    req = store.requests.put("save")
+    real_write = store.backend.write_atomic
+    marking, go_on = threading.Event(), threading.Event()
+
+    def write_the_mark_later(rel: str, chunks: Any, **kw: Any) -> None:
+        if rel.endswith(".taken"):
+            marking.set()
+            go_on.wait(30)
+        real_write(rel, chunks, **kw)
+
+    monkeypatch.setattr(store.backend, "write_atomic", write_the_mark_later)
+    taker = threading.Thread(target=store.requests.take, args=("save",), daemon=True)
+    taker.start()
+    try:
+        assert marking.wait(30)  # the loop is claiming the request now
+        assert store.requests.state(req) in ("pending", "taken")
+    finally:
+        go_on.set()
+        taker.join(30)
+    assert store.requests.state(req) == "taken"
