@@ -328,7 +328,7 @@ def test_without_host_copies_every_save_hashes_every_tensor(
 
 def test_put_many_takes_a_digest_a_check_vouches_for(store_dir: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from ckpt_notebook.storage.blobs import hash_chunks
+    from ckpt_notebook.storage.hashing import hash_chunks
 
     store = ckn.Store(store_dir)
     items = [[bytes([i]) * 1000] for i in range(3)]

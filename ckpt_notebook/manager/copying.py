@@ -23,11 +23,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import blake3
-
 from ..errors import CheckpointExistsError, CkptError, IntegrityError
 from ..storage import Store
 from ..storage.blobs import INLINE_LIMIT, PutResult
+from ..storage.hashing import CHUNK, hasher
 from ..types import CheckpointInfo, utc_now, validate_name
 from .archives import ArchiveLimits
 from .committing import name_taken
@@ -42,7 +41,7 @@ from .sources import (
     expand_source,
     resolve_source,
 )
-from .transfers import CHUNK, Meter, Progress, open_store, parallel
+from .transfers import Meter, Progress, open_store, parallel
 
 __all__ = ["copy"]
 
@@ -235,7 +234,7 @@ class _CheckedReader(ReadStream):
         self._restart()
 
     def _restart(self) -> None:
-        self.hasher = blake3.blake3()
+        self.hasher = hasher(threads=False)
         self.count = 0
         self.done = False
 
@@ -255,7 +254,7 @@ class _CheckedReader(ReadStream):
                 self.passes.progress(len(data))
         elif not self.done and n != 0:
             self.done = True
-            self.passes.finished(str(self.hasher.hexdigest()), self.count)
+            self.passes.finished(self.hasher.hexdigest(), self.count)
         return bytes(data)
 
     def readall(self) -> bytes:

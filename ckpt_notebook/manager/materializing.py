@@ -23,18 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import blake3
-
 from ..errors import CkptError, IntegrityError
 from ..storage import Store, tensorfile
-from ..storage.blobs import INLINE_LIMIT, hash_chunks
+from ..storage.blobs import INLINE_LIMIT
+from ..storage.hashing import hash_chunks, hash_stream
 from ..storage.store import writer_alive
 from ..types import CheckpointInfo, format_bytes
 from . import uses
 from .reading import tensor_of
 from .refs import resolve_ref
 from .sources import MARKER, safe_relpath
-from .transfers import CHUNK, Meter, Progress, open_store, parallel
+from .transfers import Meter, Progress, open_store, parallel
 
 __all__ = ["MARKER", "PATH_ENV", "Materialized", "cache_dir", "materialize",
            "materialize_report", "use", "verify_materialized"]
@@ -272,10 +271,7 @@ def _foreign(out: Path, ckpt_id: str, marker: dict[str, Any] | None) -> str:
 def _file_digest(path: Path) -> str | None:
     try:
         with open(path, "rb") as f:
-            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-            while chunk := f.read(CHUNK):
-                hasher.update(chunk)
-        return str(hasher.hexdigest())
+            return hash_stream(f)[0]
     except OSError:
         return None
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import CkptError
 from ..storage import Store, quarantine
-from ..storage.blobs import MISLISTED
+from ..storage.hashing import MISLISTED
 from ..types import format_bytes
 from .transfers import open_store
 

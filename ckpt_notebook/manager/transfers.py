@@ -10,10 +10,9 @@ from typing import Any
 from ..storage import Store
 from ..storage.blobs import parallel_map
 
-__all__ = ["CHUNK", "Meter", "Progress", "open_store", "parallel"]
+__all__ = ["Meter", "Progress", "open_store", "parallel"]
 
 Progress = Callable[[int, int], None]
-CHUNK = 8 << 20
 
 
 def open_store(store: str | os.PathLike[str] | Store | None) -> Store:

@@ -20,17 +20,16 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeAlias, TypeVar
-
-import blake3
 
 from ..errors import IntegrityError
 from ..types import DATA_PHASE, OWN_BLOB_MIN, TensorData
 from . import quarantine, tensorfile
 from .backend import Backend
+from .hashing import hash_bytes, hash_chunks, hash_file, hash_stream, mismatch, verify_stream
 from .quarantine import HEAL_HINT, valid_digest
 
 __all__ = ["BlobStore", "PutResult", "TensorRef", "parallel_map"]
@@ -41,30 +40,11 @@ R = TypeVar("R")
 PACK_THRESHOLD = OWN_BLOB_MIN  # tensors below 1 MiB are packed together...
 PACK_LIMIT = 16 << 20  # ...into safetensors files of at most 16 MiB
 INLINE_LIMIT = 64 << 20  # files up to this size are read whole; larger ones are streamed
-_HASH_THREADS_MIN = 4 << 20  # hash with several threads above this many bytes
-_READ_CHUNK = 8 << 20
 LIST_MIN = 32  # remote stores: checking this many blobs or more lists the store once instead
-MISLISTED = "listed as"  # a problem starting so: a sound blob, a manifest listing it wrongly
 
 
 def blob_path(digest: str) -> str:
     return f"blobs/{quarantine.checked(digest)[:2]}/{digest}"
-
-
-def hash_stream(f: BinaryIO) -> str:
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    while chunk := f.read(_READ_CHUNK):
-        hasher.update(chunk)
-    return str(hasher.hexdigest())
-
-
-def hash_chunks(chunks: Iterable[bytes | bytearray | memoryview]) -> str:
-    chunks = list(chunks)
-    total = sum(memoryview(c).nbytes for c in chunks)
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO if total >= _HASH_THREADS_MIN else 1)
-    for chunk in chunks:
-        hasher.update(chunk)
-    return str(hasher.hexdigest())
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, *,
@@ -345,7 +325,7 @@ class BlobStore:
                               "bytes)")
             return self.put([data], durable=durable)
         with open_file() as f:
-            digest = hash_stream(f)
+            digest = hash_stream(f)[0]
         rel = blob_path(digest)
         if digest in known or self._holds(digest, size):
             return PutResult(digest, size, new=False)
@@ -453,23 +433,15 @@ class BlobStore:
         """Write the blob's bytes to ``out`` as they are read, hashing them on the way; raise
         (and quarantine the blob) if they do not hash to its name. ``out`` then holds bad
         bytes: the caller discards it."""
-        report = progress or _ignore
-        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        got = 0
         try:
             with self.backend.open_read(blob_path(digest)) as f:
-                while chunk := f.read(_READ_CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    got += len(chunk)
-                    report(len(chunk))
+                verify_stream(f, digest, size, sink=out.write, progress=progress,
+                              on_bad=lambda: self.quarantine(digest),
+                              what=f"{where}: blob {digest[:16]} in {self.backend.url}",
+                              after="; nothing was committed")
         except FileNotFoundError as err:
             raise IntegrityError(f"{where}: blob {digest[:16]} is {self.absent(digest)} in "
                                  f"{self.backend.url}") from err
-        problem, _bad = self.judge(digest, size, got, str(hasher.hexdigest()))
-        if problem is not None:
-            raise IntegrityError(f"{where}: blob {digest[:16]} in {self.backend.url} is "
-                                 f"{problem}; nothing was committed")
 
     def read_many(self, items: Sequence[tuple[str, int, str]]) -> list[bytearray]:
         """Read and verify several blobs in parallel: ``(digest, size, where)`` each."""
@@ -489,42 +461,23 @@ class BlobStore:
     def _inspect(self, digest: str, size: int) -> tuple[str | None, bool]:
         """Hash the stored file whole: (what is wrong or None, whether the blob is bad)."""
         rel = blob_path(digest)
-        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        got = 0
         if self.backend.reads_in_place:
-            with open(self.backend.path(rel), "rb", buffering=0) as f:
-                chunk = bytearray(_READ_CHUNK)
-                while n := f.readinto(chunk):
-                    hasher.update(memoryview(chunk)[:n])
-                    got += n
+            actual, got = hash_file(self.backend.path(rel))
         elif size <= INLINE_LIMIT:
             data = self.backend.read_bytes(rel)
-            hasher.update(data)
-            got = len(data)
+            actual, got = hash_bytes(data), len(data)
         else:  # a large remote blob is hashed as it streams, never held whole
             with self.backend.open_read(rel) as stream:
-                while part := stream.read(_READ_CHUNK):
-                    hasher.update(part)
-                    got += len(part)
-        return self.judge(digest, size, got, str(hasher.hexdigest()))
+                actual, got = hash_stream(stream)
+        return self.judge(digest, size, got, actual)
 
     def judge(self, digest: str, size: int, got: int, actual: str) -> tuple[str | None, bool]:
         """What is wrong with a stored blob of ``got`` bytes hashing to ``actual``, listed as
         ``size`` bytes, and whether the blob itself is bad (then it is quarantined)."""
-        if actual == digest:
-            if got == size:
-                return None, False
-            return (f"{MISLISTED} {size} bytes but holds {got} (the blob is intact: the "
-                    "manifest is wrong)"), False
-        if got < size:
-            problem = f"truncated ({got} of {size} bytes)"
-        elif got > size:
-            problem = f"corrupt ({got} bytes, expected {size})"
-        else:
-            problem = "corrupt (hash mismatch)"
-        if self.quarantine(digest):
-            problem += "; quarantined"
-        return problem, True
+        problem, bad = mismatch(digest, size, got, actual)
+        if bad and self.quarantine(digest):
+            problem = f"{problem}; quarantined"
+        return problem, bad
 
     def absent(self, digest: str) -> str:
         """Why a blob is not there: quarantined, or missing."""

@@ -16,10 +16,9 @@ import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import blake3
-
 from ..errors import IntegrityError
 from .blobs import BlobStore, blob_path
+from .hashing import hash_file
 from .quarantine import HEAL_HINT
 
 __all__ = ["read_tensor_into", "verify_blobs"]
@@ -28,19 +27,14 @@ _VERIFY_CHUNK = 1 << 20  # small enough to stay in cache while it is hashed
 
 
 def _verify_local(blobs: BlobStore, digest: str, size: int) -> str | None:
-    """:meth:`BlobStore.check` through a small buffer that stays in cache while hashed."""
-    hasher = blake3.blake3()
-    got = 0
-    buf = bytearray(_VERIFY_CHUNK)
-    view = memoryview(buf)
+    """:meth:`BlobStore.check` through a small buffer that stays in cache while hashed (one
+    thread each: the blobs are verified in parallel)."""
     try:
-        with open(blobs.backend.path(blob_path(digest)), "rb", buffering=0) as f:
-            while n := f.readinto(buf):
-                hasher.update(view[:n])
-                got += n
+        actual, got = hash_file(blobs.backend.path(blob_path(digest)),
+                                chunk_size=_VERIFY_CHUNK, threads=False)
     except FileNotFoundError:
         return blobs.absent(digest)
-    return blobs.judge(digest, size, got, str(hasher.hexdigest()))[0]
+    return blobs.judge(digest, size, got, actual)[0]
 
 
 def verify_blobs(blobs: BlobStore, items: Sequence[tuple[str, int, str]]) -> None:

@@ -21,10 +21,9 @@ import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-import blake3
-
 from ..errors import CkptError, IntegrityError
 from .backend import Backend
+from .hashing import hash_stream
 
 __all__ = ["HEAL_HINT", "MAX_AGE_S", "QUARANTINED", "absent", "clean", "entries", "move",
            "no_quarantine", "valid_digest"]
@@ -35,7 +34,6 @@ HEAL_HINT = "save again from the same state, or `ckpt repair --from OTHER_STORE`
 QUARANTINED = "quarantined (found corrupt: its bytes did not match its hash)"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _ENABLED: ContextVar[bool] = ContextVar("ckpt_notebook_quarantine", default=True)
-_CHUNK = 8 << 20
 
 
 def valid_digest(digest: object) -> bool:
@@ -94,11 +92,9 @@ def _move_renaming(backend: Backend, rel: str, dest: str, digest: str) -> bool:
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     os.replace(src, dst)
     os.utime(dst)  # its age in quarantine counts from now
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     with open(dst, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            hasher.update(chunk)
-    if hasher.hexdigest() != digest:
+        moved = hash_stream(f)[0]
+    if moved != digest:
         return True
     with contextlib.suppress(FileExistsError):
         os.link(dst, src)

@@ -41,8 +41,9 @@ from ..types import CheckpointInfo, format_bytes, utc_now
 from . import locks, quarantine
 from . import manifest as manifest_format
 from .backend import Backend, open_backend
-from .blobs import BlobStore, blob_path, hash_chunks
+from .blobs import BlobStore, blob_path
 from .control import MetricHistory, PinSet, PolicyFile, RequestQueue
+from .hashing import hash_chunks
 from .index import MANIFEST_DIR, RECORD_SUFFIX, Index
 from .trust import check_id, seal, unseal
 

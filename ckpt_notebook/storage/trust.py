@@ -23,9 +23,8 @@ import json
 import re
 from typing import Any
 
-import blake3
-
 from ..errors import FormatError, IntegrityError, UnsafePathError
+from .hashing import hash_bytes
 
 __all__ = [
     "DIGEST_KEY",
@@ -112,7 +111,7 @@ def seal(doc: dict[str, Any], *, indent: int | None = None) -> bytes:
     head = head[:-1].rstrip()  # without the closing brace
     joint = (b"" if head == b"{" else b",") + (b"" if indent is None else b"\n")
     raw = head + joint + b'"' + DIGEST_KEY.encode() + b'":"' + _ZEROS + b'"}'
-    digest = blake3.blake3(raw).hexdigest().encode()
+    digest = hash_bytes(raw).encode()
     return raw[:-66] + digest + raw[-2:]
 
 
@@ -122,7 +121,7 @@ def unseal(raw: bytes, *, where: str, required: bool = False) -> Any:
     tail = _TAIL.search(raw[-96:])
     if tail is not None:
         got = tail.group(1)
-        if blake3.blake3(raw[:-66] + _ZEROS + raw[-2:]).hexdigest().encode() != got:
+        if hash_bytes(raw[:-66] + _ZEROS + raw[-2:]).encode() != got:
             raise IntegrityError(f"{where} is corrupt: its bytes do not match its "
                                  f"{DIGEST_KEY}; restore it from a copy, or remove it "
                                  "(`ckpt verify --all` lists what it affects)")
