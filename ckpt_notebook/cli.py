@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _LS_HEADER = ("ID", "KIND", "RUN", "STEP", "CREATED", "METRICS", "SIZE", "NEW", "STATUS")
-Progress = Callable[[int, int], None]
 
 
 # -- commands ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -21,6 +21,7 @@ __all__ = [
     "OWN_BLOB_MIN",
     "CheckpointInfo",
     "ObjectReport",
+    "Progress",
     "RestoreReport",
     "TensorData",
     "format_bytes",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 Kind = Literal["state", "files"]
+
+Progress = Callable[[int, int], None]
+"""A transfer's progress callback: ``(bytes done, bytes in all)``; ``done`` only grows."""
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 NAME_RULE = ("1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.', and not a REF "

@@ -1,4 +1,4 @@
-"""The one hashing module: storage/hashing.py."""
+"""The one hashing module (storage/hashing.py) and the one progress throttle (ui/progress.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from ckpt_notebook.errors import IntegrityError
 from ckpt_notebook.storage import Store, direct, hashing
 from ckpt_notebook.storage.blobs import blob_path
+from ckpt_notebook.ui.progress import INTERVAL_S, Throttle
 
 MiB = 1 << 20
 WHAT = "checkpoint c: blob 0123"
@@ -126,3 +127,28 @@ def test_the_callers_keep_their_messages(tmp_path: Path) -> None:
         direct.verify_blobs(store.blobs, [(digest, len(data), "ckpt y")])
     assert not path.exists() and (tmp_path / "store" / "quarantine" / digest).exists()
 
+
+# -- the progress throttle ------------------------------------------------------------------
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_ticks_once_per_interval_and_always_at_the_end() -> None:
+    clock = _Clock()
+    throttle = Throttle(0.5, clock=clock)
+    shown = []
+    for step in range(20):  # an update every 1/8 s (exact in binary) for 2.5 s
+        clock.now = 1000.0 + step / 8
+        if throttle.due(step, 100) is not None:
+            shown.append(step)
+    assert shown == [0, 4, 8, 12, 16]
+    assert throttle.due(100, 100) == clock.now  # the last update shows at once
+    assert throttle.due(99, 100) is None
+    throttle.reset()  # a new transfer: its first update shows
+    assert throttle.due(1, 100) == clock.now
+
+    assert Throttle().interval_s == INTERVAL_S == 0.1  # one interval for every bar

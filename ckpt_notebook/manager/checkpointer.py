@@ -28,7 +28,7 @@ from typing import Any
 from .. import capture, retention
 from ..errors import BackgroundSaveError
 from ..storage import Store, StoreProblem, VerifyProblem
-from ..types import CheckpointInfo, RestoreReport, utc_now, validate_name
+from ..types import CheckpointInfo, Progress, RestoreReport, utc_now, validate_name
 from .committing import name_taken
 from .environment import clean_metrics, default_run_name, notebook_path
 from .maintenance import (
@@ -44,7 +44,7 @@ from .maintenance import (
 from .reading import export_weights
 from .refs import is_run_keyword, names_weights_file, new_id, resolve_ref
 from .restoring import restore_state, restore_weights_file
-from .saving import Progress, Saver, retain
+from .saving import Saver, retain
 from .training import History, Schedule
 
 __all__ = ["Checkpointer"]

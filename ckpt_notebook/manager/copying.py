@@ -27,7 +27,7 @@ from ..errors import CheckpointExistsError, CkptError, IntegrityError
 from ..storage import Store
 from ..storage.blobs import INLINE_LIMIT, PutResult
 from ..storage.hashing import CHUNK, hasher
-from ..types import CheckpointInfo, utc_now, validate_name
+from ..types import CheckpointInfo, Progress, utc_now, validate_name
 from .archives import ArchiveLimits
 from .committing import name_taken
 from .environment import library_versions
@@ -41,7 +41,7 @@ from .sources import (
     expand_source,
     resolve_source,
 )
-from .transfers import Meter, Progress, open_store, parallel
+from .transfers import Meter, open_store, parallel
 
 __all__ = ["copy"]
 

@@ -21,12 +21,12 @@ from typing import Any
 
 from ..errors import CkptError
 from ..storage import Store
-from ..types import CheckpointInfo
+from ..types import CheckpointInfo, Progress
 from . import copying
 from .materializing import MARKER, materialize
 from .refs import resolve_ref
 from .sources import expand_source, safe_relpath
-from .transfers import Progress, open_store
+from .transfers import open_store
 
 __all__ = ["CopyPlan", "CopyTerms", "HubUpload", "hub_target", "parse_hf_url", "plan_copy",
            "upload_to_hub"]

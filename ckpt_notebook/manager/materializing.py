@@ -28,12 +28,12 @@ from ..storage import Store, tensorfile
 from ..storage.blobs import INLINE_LIMIT
 from ..storage.hashing import hash_chunks, hash_stream
 from ..storage.store import writer_alive
-from ..types import CheckpointInfo, format_bytes
+from ..types import CheckpointInfo, Progress, format_bytes
 from . import uses
 from .reading import tensor_of
 from .refs import resolve_ref
 from .sources import MARKER, safe_relpath
-from .transfers import Meter, Progress, open_store, parallel
+from .transfers import Meter, open_store, parallel
 
 __all__ = ["MARKER", "PATH_ENV", "Materialized", "cache_dir", "materialize",
            "materialize_report", "use", "verify_materialized"]

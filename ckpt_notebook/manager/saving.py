@@ -17,15 +17,13 @@ from .. import capture
 from ..errors import CheckpointExistsError, CkptError
 from ..storage import Store
 from ..storage.blobs import Known, TensorRef
-from ..types import CheckpointInfo, TensorData
+from ..types import CheckpointInfo, Progress, TensorData
 from .committing import commit_making_room, name_taken
 from .environment import library_versions
 from .hostcopies import HostCopies, buffer_key, make_pool
 from .maintenance import PruneReport, load_policy, prune
 
-__all__ = ["Progress", "Saver", "manifest_objects", "retain", "same_as_last"]
-
-Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+__all__ = ["Saver", "manifest_objects", "retain", "same_as_last"]
 
 
 class Saver:

@@ -9,10 +9,9 @@ from typing import Any
 
 from ..storage import Store
 from ..storage.blobs import parallel_map
+from ..types import Progress
 
-__all__ = ["Meter", "Progress", "open_store", "parallel"]
-
-Progress = Callable[[int, int], None]
+__all__ = ["Meter", "open_store", "parallel"]
 
 
 def open_store(store: str | os.PathLike[str] | Store | None) -> Store:

@@ -24,9 +24,9 @@ from ..errors import CheckpointNotFoundError
 from ..manager import copying, listing, maintenance, resolve_ref
 from ..manager.committing import name_taken
 from ..storage import Store
-from ..types import CheckpointInfo, validate_name
+from ..types import CheckpointInfo, Progress, validate_name
 from .codes import failure
-from .jobs import Jobs, Progress
+from .jobs import Jobs
 from .paths import copy_source, default_store, shown, store_url
 
 __all__ = ["JOBS_SETTING", "api_handlers"]

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..types import Progress
 from .codes import failure
 
 __all__ = ["Job", "Jobs"]
 
-Progress = Callable[[int, int], None]
 Work = Callable[[Progress], dict[str, Any]]
 
 

@@ -1,21 +1,48 @@
 """Transfer progress for people: bytes, rate and ETA as an ipywidgets bar in notebooks and a
-tqdm bar in terminals (nothing when output is not interactive)."""
+tqdm bar in terminals (nothing when output is not interactive), and the :class:`Throttle`
+that keeps every bar drawn in a browser (the notebook bar here, the checkpoint widget's, the
+dashboard's) to a few updates a second."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..types import format_bytes
+from ..types import Progress, format_bytes
 
-__all__ = ["progress_bar", "rate_text"]
+__all__ = ["INTERVAL_S", "Throttle", "progress_bar", "rate_text"]
 
-Progress = Callable[[int, int], None]
-_MIN_INTERVAL_S = 0.1
+INTERVAL_S = 0.1  # at most ~10 progress updates a second reach the browser
+
+
+class Throttle:
+    """Lets a ``(done, total)`` update through at most once per ``interval_s``; the last
+    one (``done >= total``) always. Thread-safe: transfers report from worker threads."""
+
+    def __init__(self, interval_s: float = INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s, self._clock = interval_s, clock
+        self._last = -math.inf
+        self._lock = threading.Lock()
+
+    def due(self, done: int, total: int) -> float | None:
+        """The clock's time if this update should show (it counts as shown), else None."""
+        now = self._clock()
+        with self._lock:
+            if done < total and now - self._last < self.interval_s:
+                return None
+            self._last = now
+        return now
+
+    def reset(self) -> None:
+        """Let the next update through (a new transfer starts)."""
+        with self._lock:
+            self._last = -math.inf
 
 
 def rate_text(done: int, total: int, elapsed: float) -> str:
@@ -56,15 +83,12 @@ def _widget_bar(description: str) -> Iterator[Progress]:
     label = widgets.Label("")
     display(widgets.HBox([bar, label]))
     start = time.monotonic()
-    last = [0.0]
-    lock = threading.Lock()
+    throttle = Throttle()
 
     def update(done: int, total: int) -> None:
-        now = time.monotonic()
-        with lock:  # set value traits only, at most ten times a second
-            if now - last[0] < _MIN_INTERVAL_S and done < total:
-                return
-            last[0] = now
+        now = throttle.due(done, total)  # set value traits only, at most ten times a second
+        if now is None:
+            return
         bar.value = done / total if total else 1.0
         label.value = rate_text(done, total, now - start)
 

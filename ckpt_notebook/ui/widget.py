@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import html
 import threading
-import time
 from typing import Any
 
 import ipywidgets as widgets
 
 from ..manager import maintenance
 from ..types import CheckpointInfo, format_bytes
+from .progress import Throttle
 from .render import checkpoint_table
 from .session import NotebookCheckpointer, existing_session, session
 
 __all__ = ["CheckpointWidget", "widget"]
 
-PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress updates a second reach the browser
 BUSY_HINT = ("<small>A pressed button stays down until the kernel runs it: a kernel busy in "
              "a cell runs clicks when the cell ends. To save during training: "
              "<code>ckpt request-save</code> in a terminal, or <i>Request save</i> in the "
@@ -46,7 +45,7 @@ class CheckpointWidget:
         # Follow `%checkpoint store URL` (which replaces the shell's session) when built on it.
         self._follow = existing_session(checkpointer.shell) is checkpointer
         self._saving: threading.Thread | None = None
-        self._last_update = 0.0
+        self._throttle = Throttle()
         self.table = widgets.HTML()
         self.choice = widgets.Dropdown(description="checkpoint", options=[])
         self.message = widgets.HTML()
@@ -179,10 +178,8 @@ class CheckpointWidget:
     # -- progress (called from the save thread) ------------------------------------------
     def show_progress(self, done: int, total: int) -> None:
         """Set the bar and its label; throttled, except that the last update always shows."""
-        now = time.monotonic()
-        if done < total and now - self._last_update < PROGRESS_INTERVAL_S:
+        if self._throttle.due(done, total) is None:
             return
-        self._last_update = now
         self.bar.value = min(1.0, done / total) if total > 0 else 1.0
         self.progress_label.value = f"saving: {format_bytes(done)} / {format_bytes(total)}"
 
@@ -211,7 +208,7 @@ class CheckpointWidget:
         self._say(f"saved {info.id} ({format_bytes(info.logical_bytes)}{new})")
 
     def _start_progress(self, label: str) -> None:
-        self._last_update = 0.0
+        self._throttle.reset()
         self.bar.value = 0.0
         self.progress_label.value = label
 

@@ -24,7 +24,7 @@ from ...manager import maintenance, resolve_ref
 from ...manager.copying import copy as copy_checkpoint
 from ...retention import Status, metric_mode
 from ...storage import Store
-from ...types import CheckpointInfo, format_bytes
+from ...types import CheckpointInfo, Progress, format_bytes
 from ..render import short_time
 from .series import X_AXES, metric_plots
 
@@ -251,7 +251,7 @@ class DashboardModel(param.Parameterized):
         return message
 
     def copy(self, ckpt_id: str, name: str, to: str = "",
-             progress: Callable[[int, int], None] | None = None) -> Outcome:
+             progress: Progress | None = None) -> Outcome:
         """Copy to a named checkpoint here or in the store ``to``; a local ``to`` ends up no
         more open to other users than this store's folder (see :func:`private_destination`)."""
         def run() -> str:

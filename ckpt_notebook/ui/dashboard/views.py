@@ -34,6 +34,7 @@ import panel as pn
 from bokeh.models.widgets.tables import NumberFormatter
 
 from ...types import format_bytes
+from ..progress import Throttle
 from .model import DashboardModel, Outcome
 from .views_plots import MetricsView
 from .widgets import COLOR, Feedback, UiLoop, label, pre, small_table, text_pane, wrap_row
@@ -43,7 +44,6 @@ __all__ = ["DashboardView", "UiLoop", "text_pane"]
 PAGE_SIZE = 15
 ALL_RUNS, ALL_TAGS = "all runs", "all tags"
 SUMMARY_DELAY_S = 0.5  # after a live update, let the table and plot reach the page first
-_PROGRESS_INTERVAL_S = 0.1
 _PLOT_MODEL_PARAMS = {"plot_runs", "x_axis", "log_scale", "smoothing", "run_filter"}
 _COPY_JS = """
 const label = btn.label
@@ -501,13 +501,12 @@ class DashboardView:
             return
         self.copy_progress.value, self.copy_progress.visible = -1, True
         self.copy_rate.object = pre("")
-        start, last = time.monotonic(), [0.0]
+        start, throttle = time.monotonic(), Throttle()
 
         def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if now - last[0] < _PROGRESS_INTERVAL_S and done < total:
+            now = throttle.due(done, total)
+            if now is None:
                 return
-            last[0] = now
             value = int(1000 * done / total) if total else 1000
             rate = f"{format_bytes(done)} / {format_bytes(total)}  " \
                    f"{format_bytes(int(done / max(now - start, 1e-6)))}/s"
