@@ -8,10 +8,20 @@ what was wrong, where, and how to fix it. Backend errors are translated at the b
     CkptError
     ├── StoreError (OSError)                  the store URL or its backend failed
     │   ├── StoreBusyError                    another process holds the store (gc vs. save)
-    │   └── StoreNotFoundError (FileNotFoundError)  nothing is at the URL: no store there
+    │   ├── StoreNotFoundError (FileNotFoundError)  nothing is at the URL: no store there
+    │   └── StorePermissionError (PermissionError)  a store folder that may not be used so
+    ├── SourceError (OSError)                 a copy source that cannot be read or copied
+    │   ├── SourceNotFoundError (FileNotFoundError, CheckpointNotFoundError)  nothing there
+    │   └── UnsupportedSourceError            what no copy reads (encrypted, LFS pointer, ...)
+    ├── HubError (OSError)                    the Hugging Face Hub refused or failed an upload
+    │   ├── HubNotFoundError (FileNotFoundError)  no such repo or branch (or not visible)
+    │   └── HubAuthError (PermissionError)    the token was refused or may not write
     ├── CheckpointNotFoundError (LookupError) a REF that names no checkpoint
     ├── CheckpointExistsError (FileExistsError)  a write-once name is taken
-    ├── NeedsForceError (PermissionError)     deleting a named or pinned checkpoint, no force
+    ├── ProtectedCheckpointError (PermissionError)  deleting a named, pinned or in-use
+    │                                         checkpoint without force (was NeedsForceError)
+    ├── InvalidArgumentError (ValueError)     a bad argument: a duration, count, URL, option
+    │   └── InvalidNameError                  a checkpoint name breaking the naming rule
     ├── IntegrityError (ValueError)           a blob does not match its hash
     ├── FormatError (ValueError)              a manifest this version cannot read
     ├── CaptureError (TypeError)              an object or value that cannot be saved
@@ -19,8 +29,12 @@ what was wrong, where, and how to fix it. Backend errors are translated at the b
     ├── RestoreError (ValueError)             state that does not fit the target objects
     ├── UnsafeFileError (ValueError)          a file that would need unpickling to load
     ├── UnsafePathError (ValueError)          a path read from a store that would lead outside
-    ├── InvalidNameError (ValueError)         a checkpoint name breaking the naming rule
     └── BackgroundSaveError (RuntimeError)    an async save failed; raised at the next call
+
+Every error may carry the facts it is about, as keyword-only attributes that default to
+None: ``ref`` (the REF as given), ``url`` (a store, source or Hub URL), ``path`` (a file or
+folder) and ``hint`` (the fix, in the words of the Python API). ``str(err)`` is the one-line
+message: :attr:`CkptError.message` (what was wrong), then ``"; "`` and the hint, if any.
 """
 
 from __future__ import annotations
@@ -32,24 +46,52 @@ __all__ = [
     "CheckpointNotFoundError",
     "CkptError",
     "FormatError",
+    "HubAuthError",
+    "HubError",
+    "HubNotFoundError",
     "IntegrityError",
+    "InvalidArgumentError",
     "InvalidNameError",
     "NeedsForceError",
     "PickleRequiredError",
+    "ProtectedCheckpointError",
     "RestoreError",
+    "SourceError",
+    "SourceNotFoundError",
     "StoreBusyError",
     "StoreError",
     "StoreNotFoundError",
+    "StorePermissionError",
     "UnsafeFileError",
     "UnsafePathError",
+    "UnsupportedSourceError",
 ]
 
 
 class CkptError(Exception):
-    """Base class of every ckpt_notebook error."""
+    """Base class of every ckpt_notebook error.
+
+    ``CkptError(message, ref=..., url=..., path=..., hint=...)``: the facts are optional and
+    keyword-only; the hint is appended to the message after ``"; "``.
+    """
+
+    ref: str | None
+    url: str | None
+    path: str | None
+    hint: str | None
+
+    def __init__(self, *args: object, ref: str | None = None, url: str | None = None,
+                 path: str | None = None, hint: str | None = None) -> None:
+        super().__init__(*args)
+        self.ref, self.url, self.path, self.hint = ref, url, path, hint
+
+    @property
+    def message(self) -> str:
+        """What was wrong, without the hint."""
+        return str(self.args[0]) if self.args else self.__class__.__name__
 
     def __str__(self) -> str:  # LookupError/KeyError would repr() the message; keep it plain.
-        return str(self.args[0]) if self.args else self.__class__.__name__
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
 class StoreError(CkptError, OSError):
@@ -64,16 +106,60 @@ class StoreNotFoundError(StoreError, FileNotFoundError):
     """Nothing is at a store URL that must name an existing store (a mistyped path)."""
 
 
+class StorePermissionError(StoreError, PermissionError):
+    """A store folder that may not be written, or that would let others read what is copied."""
+
+
 class CheckpointNotFoundError(CkptError, LookupError):
     """A REF (id, name, ``latest``, ``best.<metric>``) that names no checkpoint."""
+
+
+class SourceError(CkptError, OSError):
+    """A copy source (a folder, file, archive, URL or git repository) that cannot be read,
+    or holds nothing to copy."""
+
+
+class SourceNotFoundError(SourceError, CheckpointNotFoundError, FileNotFoundError):
+    """Nothing is at a copy source: no such file, folder or URL (and, for a bare name, no
+    checkpoint of that REF either, hence also a :class:`CheckpointNotFoundError`)."""
+
+
+class UnsupportedSourceError(SourceError):
+    """A source no copy can read as it is: an encrypted archive member, a Git LFS pointer
+    served in place of the file, a git URL without the git command."""
+
+
+class HubError(CkptError, OSError):
+    """An upload to the Hugging Face Hub failed (huggingface_hub's error is the cause)."""
+
+
+class HubNotFoundError(HubError, FileNotFoundError):
+    """The Hub repo or branch does not exist, or this token cannot see it."""
+
+
+class HubAuthError(HubError, PermissionError):
+    """The Hub refused the token, or the token may not write to the repo."""
 
 
 class CheckpointExistsError(CkptError, FileExistsError):
     """A write-once checkpoint name is already taken."""
 
 
-class NeedsForceError(CkptError, PermissionError):
-    """Deleting a named or pinned checkpoint without ``force``: names are meant to stay."""
+class ProtectedCheckpointError(CkptError, PermissionError):
+    """Deleting a named, pinned or in-use checkpoint without ``force``: names are meant to
+    stay."""
+
+
+NeedsForceError = ProtectedCheckpointError  # its first name, kept for existing ``except`` clauses
+
+
+class InvalidArgumentError(CkptError, ValueError):
+    """An argument to the Python API that cannot be used: a duration, a count, a policy
+    option, a URL, a limit."""
+
+
+class InvalidNameError(InvalidArgumentError):
+    """A checkpoint name that breaks the naming rule."""
 
 
 class IntegrityError(CkptError, ValueError):
@@ -103,10 +189,6 @@ class UnsafeFileError(CkptError, ValueError):
 class UnsafePathError(CkptError, ValueError):
     """A path built from data read out of a store (or an archive) that would lead outside
     the folder it belongs to: the data is damaged or crafted, and nothing is written."""
-
-
-class InvalidNameError(CkptError, ValueError):
-    """A checkpoint name that breaks the naming rule."""
 
 
 class BackgroundSaveError(CkptError, RuntimeError):
