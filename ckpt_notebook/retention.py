@@ -8,8 +8,9 @@ named checkpoints are never touched, pinned ones are always kept, and so is the 
 training checkpoint (:func:`latest`). :func:`statuses` gives every checkpoint its state and
 the reasons for it; :func:`prunable` lists what a prune may delete.
 
-Imports only :mod:`ckpt_notebook.types`; no I/O and no clock (``now`` is passed in), so
-every rule is testable from a table.
+Imports only :mod:`ckpt_notebook.types` and :mod:`ckpt_notebook.errors` (bad arguments are
+:class:`~ckpt_notebook.errors.InvalidArgumentError`, a ValueError); no I/O and no clock
+(``now`` is passed in), so every rule is testable from a table.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any, Literal, Protocol, TypeGuard
 
+from .errors import InvalidArgumentError
 from .types import CheckpointInfo
 
 __all__ = [
@@ -62,7 +64,8 @@ def parse_best_ref(ref: str) -> tuple[str, Mode] | None:
         return None
     metric, _, mode = ref[len("best."):].partition(":")
     if mode not in ("", "min", "max"):
-        raise ValueError(f"bad REF {ref!r}: the mode after ':' must be 'min' or 'max'")
+        raise InvalidArgumentError(f"bad REF {ref!r}: the mode after ':' must be 'min' or "
+                                   "'max'", ref=ref)
     return metric, (mode or metric_mode(metric))  # type: ignore[return-value]
 
 
@@ -112,16 +115,17 @@ DURATION_FORMS = ("a number of seconds ('3600') or amounts with units s, m/min, 
 def parse_duration(text: str) -> float:
     """``'90s'`` -> 90, ``'10min'`` -> 600, ``'1h30m'`` -> 5400, ``'3600'`` -> 3600 (seconds)."""
     if not isinstance(text, str):
-        raise ValueError(f"bad duration {text!r}: use {DURATION_FORMS}")
+        raise InvalidArgumentError(f"bad duration {text!r}: use {DURATION_FORMS}")
     lowered = text.strip().lower()
     if re.fullmatch(_NUMBER, lowered):
         return float(lowered)
     if not _DURATION_RE.fullmatch(lowered):
-        raise ValueError(f"bad duration {text!r}: use {DURATION_FORMS}")
+        raise InvalidArgumentError(f"bad duration {text!r}: use {DURATION_FORMS}")
     total = 0.0
     for amount, unit in _PART_RE.findall(lowered):
         if unit not in _UNIT_SECONDS:
-            raise ValueError(f"bad duration {text!r}: unknown unit {unit!r}; use {DURATION_FORMS}")
+            raise InvalidArgumentError(f"bad duration {text!r}: unknown unit {unit!r}",
+                                       hint=f"use {DURATION_FORMS}")
         total += float(amount) * _UNIT_SECONDS[unit]
     return total
 
@@ -131,7 +135,7 @@ def format_duration(seconds: float) -> str:
     :func:`parse_duration`)."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
             or not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"cannot format {seconds!r} as a duration: need seconds >= 0")
+        raise InvalidArgumentError(f"cannot format {seconds!r} as a duration: need seconds >= 0")
     whole = int(seconds)
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -148,25 +152,29 @@ def format_duration(seconds: float) -> str:
 
 def _check_count(field: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{field} must be a whole number >= 1 (e.g. {field}=3), got {value!r}")
+        raise InvalidArgumentError(f"{field} must be a whole number >= 1 (e.g. {field}=3), got "
+                                   f"{value!r}")
 
 
 def _check_seconds(field: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{field} must be a number of seconds > 0 (e.g. {field}=86400 for a "
-                         f"day; parse_duration('1d') converts text), got {value!r}")
+        raise InvalidArgumentError(f"{field} must be a number of seconds > 0 (e.g. "
+                                   f"{field}=86400 for a day; parse_duration('1d') converts "
+                                   f"text), got {value!r}")
 
 
 def _check_monitor(field: str, value: object) -> None:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{field} must name a metric (e.g. {field}='val_loss'), got {value!r}")
+        raise InvalidArgumentError(f"{field} must name a metric (e.g. {field}='val_loss'), got "
+                                   f"{value!r}")
 
 
 def _check_mode(field: str, value: object) -> None:
     if value not in (None, "min", "max"):
-        raise ValueError(f"{field} must be 'min', 'max' or None (None infers it from the "
-                         f"metric name: losses and errors are 'min'), got {value!r}")
+        raise InvalidArgumentError(f"{field} must be 'min', 'max' or None (None infers it "
+                                   "from the metric name: losses and errors are 'min'), got "
+                                   f"{value!r}")
 
 
 def _timestamp(created: str) -> float | None:
@@ -186,7 +194,8 @@ def _now_timestamp(now: datetime | float | None) -> float | None:
     if isinstance(now, datetime):
         return (now if now.tzinfo else now.replace(tzinfo=timezone.utc)).timestamp()
     if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
-        raise ValueError(f"now must be a datetime or POSIX seconds (time.time()), got {now!r}")
+        raise InvalidArgumentError(f"now must be a datetime or POSIX seconds (time.time()), "
+                                   f"got {now!r}")
     return float(now)
 
 
@@ -310,8 +319,8 @@ class Policy:
 
     def __post_init__(self) -> None:
         if self.scope not in ("run", "store"):
-            raise ValueError(f"scope must be 'run' (each run kept on its own) or 'store' "
-                             f"(the rules span every run), got {self.scope!r}")
+            raise InvalidArgumentError(f"scope must be 'run' (each run kept on its own) or "
+                                       f"'store' (the rules span every run), got {self.scope!r}")
         for field in ("keep_last", "keep_best", "keep_every"):
             if getattr(self, field) is not None:
                 _check_count(field, getattr(self, field))
@@ -321,8 +330,8 @@ class Policy:
             _check_monitor("monitor", self.monitor)
         _check_mode("mode", self.mode)
         if self.keep_best is not None and self.monitor is None:
-            raise ValueError("keep_best needs the metric to rank by: set monitor too "
-                             "(e.g. keep_best=2, monitor='val_loss')")
+            raise InvalidArgumentError("keep_best needs the metric to rank by: set monitor "
+                                       "too (e.g. keep_best=2, monitor='val_loss')")
 
     @property
     def is_empty(self) -> bool:
@@ -359,15 +368,16 @@ class Policy:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Policy:
         """Inverse of :meth:`to_json`; ``keep_within`` may also be text such as ``"1d"``.
-        Raises ValueError for values that are not a valid policy, unknown keys included (a
-        misspelt rule silently ignored would keep everything)."""
+        Raises InvalidArgumentError (a ValueError) for values that are not a valid policy,
+        unknown keys included (a misspelt rule silently ignored would keep everything)."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"a retention policy is a JSON object, got {type(data).__name__}")
+            raise InvalidArgumentError(f"a retention policy is a JSON object, got "
+                                       f"{type(data).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = sorted(str(k) for k in data if k not in names)
         if unknown:
-            raise ValueError(f"unknown policy key {unknown[0]!r} (known: "
-                             f"{', '.join(sorted(names))})")
+            raise InvalidArgumentError(f"unknown policy key {unknown[0]!r} (known: "
+                                       f"{', '.join(sorted(names))})")
         known = {f.name: data[f.name] for f in fields(cls) if data.get(f.name) is not None}
         if isinstance(known.get("keep_within"), str):
             known["keep_within"] = parse_duration(known["keep_within"])

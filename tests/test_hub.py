@@ -15,7 +15,13 @@ from conftest import files_of
 from servers import HubServer
 
 import ckpt_notebook
-from ckpt_notebook.errors import CheckpointExistsError, CkptError
+from ckpt_notebook.errors import (
+    CheckpointExistsError,
+    CkptError,
+    HubAuthError,
+    HubError,
+    HubNotFoundError,
+)
 from ckpt_notebook.manager.copying import copy
 from ckpt_notebook.manager.hub import HubUpload, parse_hf_url, upload_to_hub
 from ckpt_notebook.storage import Store
@@ -223,6 +229,24 @@ def test_upload_errors_are_one_line(hub: HubServer, store: Store, named: str,
     assert hub.files("owner/locked") == {}
     with pytest.raises(ValueError, match="hf://owner/repo"):
         upload_to_hub(named, "hf://justone", store=store)
+
+
+def test_upload_errors_carry_their_facts(hub: HubServer, store: Store, named: str) -> None:
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    with pytest.raises(HubNotFoundError) as missing:
+        upload_to_hub(named, "hf://owner/missing", store=store)
+    assert isinstance(missing.value, FileNotFoundError)
+    assert isinstance(missing.value.__cause__, RepositoryNotFoundError)
+    assert missing.value.url == "hf://owner/missing"
+    assert missing.value.hint is not None and "hf repo create owner/missing" in missing.value.hint
+    hub.create_repo("owner/locked")
+    hub.tokens.clear()
+    with pytest.raises(HubAuthError) as refused:
+        upload_to_hub(named, "hf://owner/locked", store=store)
+    assert isinstance(refused.value, PermissionError) and isinstance(refused.value, HubError)
+    assert isinstance(refused.value.__cause__, HfHubHTTPError)
+    assert refused.value.hint == "log in with `hf auth login` or set HF_TOKEN"
 
 
 @pytest.mark.parametrize(("url", "expected"), [

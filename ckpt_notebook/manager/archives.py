@@ -34,7 +34,13 @@ from dataclasses import dataclass, fields, replace
 from itertools import pairwise
 from typing import IO, Any, BinaryIO
 
-from ..errors import CkptError, UnsafeFileError
+from ..errors import (
+    CkptError,
+    InvalidArgumentError,
+    SourceError,
+    UnsafeFileError,
+    UnsupportedSourceError,
+)
 from ..types import format_bytes
 from .sources import ReadStream, Source, SourceFile, check_layout, safe_relpath
 
@@ -45,6 +51,7 @@ RATIO_GRACE = 16 << 20
 optimizer state, a mask) compress 1000:1 and are harmless."""
 
 _ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError)
+_ARCHIVE_HINT = "it is damaged, cut short or not an archive; make or download it again"
 _MAX_LINK_HOPS = 32
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?\s*", re.IGNORECASE)
@@ -71,10 +78,12 @@ class ArchiveLimits:
 
 
 def parse_limit(key: str, value: Any) -> int | float:
-    """One limit's value, or ``ValueError`` naming it; sizes take K/M/G/T (powers of 1024)."""
+    """One limit's value, or :class:`InvalidArgumentError` (a ValueError) naming it; sizes
+    take K/M/G/T (powers of 1024)."""
     names = [f.name for f in fields(ArchiveLimits)]
     if key not in names:
-        raise ValueError(f"unknown archive limit {key!r}: the limits are {', '.join(names)}")
+        raise InvalidArgumentError(f"unknown archive limit {key!r}: the limits are "
+                                   f"{', '.join(names)}")
     try:
         if key == "size":
             match = _SIZE_RE.fullmatch(str(value))
@@ -88,7 +97,8 @@ def parse_limit(key: str, value: Any) -> int | float:
     if not parsed > 0 or parsed == float("inf"):
         hint = {"size": "bytes, or a size like 200G", "ratio": "a number like 1000",
                 "entries": "a whole number"}[key]
-        raise ValueError(f"bad archive limit {key}={value!r}: expected {hint}, more than 0")
+        raise InvalidArgumentError(f"bad archive limit {key}={value!r}: expected {hint}, more "
+                                   "than 0")
     return parsed
 
 
@@ -101,13 +111,15 @@ def archive_source(path: str, *, description: str,
             source = _zip_source(path, description, limits)
         else:
             source = _tar_source(path, description, limits)
-    except UnsafeFileError:
+    except (UnsafeFileError, SourceError):  # a SourceError is an OSError: keep its words
         raise
     except _ARCHIVE_ERRORS as err:
-        raise CkptError(f"cannot read the archive {description!r}: {err}") from err
+        raise SourceError(f"cannot read the archive {description!r}: {err}", path=description,
+                          hint=_ARCHIVE_HINT) from err
     if not source.files:
         source.close()
-        raise CkptError(f"nothing to copy: the archive {description!r} holds no files")
+        raise SourceError(f"nothing to copy: the archive {description!r} holds no files",
+                          path=description)
     try:
         check_layout(source.files, where=description)
     except CkptError:
@@ -152,7 +164,7 @@ class _Budget:
 
     def _over(self, key: str, what: str, shown: str) -> UnsafeFileError:
         """The refusal: which limit, the numbers, and the value that would let it through."""
-        return UnsafeFileError(
+        return UnsafeFileError(  # the fix is mid-message ("...; nothing was copied")
             f"{self.where}: refusing the archive: {what} (an archive bomb?); if you trust it, "
             f"raise the limit: --archive-limit {key}={shown} (Python: "
             f"archive_limits={{'{key}': {shown if key != 'size' else repr(shown)}}}); nothing "
@@ -229,8 +241,9 @@ def _zip_source(path: str, description: str, limits: ArchiveLimits) -> Source:
                 continue
             rel = safe_relpath(info.filename, where=description)
             if info.flag_bits & 0x1:
-                raise CkptError(f"{description}: member {info.filename!r} is encrypted; "
-                                "decrypt the archive first")
+                raise UnsupportedSourceError(f"{description}: member {info.filename!r} is "
+                                             "encrypted", path=description,
+                                             hint="decrypt the archive first")
             members[rel] = SourceFile(rel, info.file_size,
                                       _counted(_zip_opener(zf, info), info.file_size, rel,
                                                description),

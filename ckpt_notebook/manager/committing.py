@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 def name_taken(name: str, store: Store) -> CheckpointExistsError:
     """The error for a write-once name that is taken, found up front or by losing a race."""
-    return CheckpointExistsError(f"a checkpoint named {name!r} already exists in {store.url}; "
-                                 "names are write-once: pick another (e.g. add -v2)")
+    return CheckpointExistsError(f"a checkpoint named {name!r} already exists in {store.url}",
+                                 ref=name, url=store.url,
+                                 hint="names are write-once: pick another (e.g. add -v2)")
 
 
 def is_full(err: BaseException) -> bool:

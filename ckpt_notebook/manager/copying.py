@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import CheckpointExistsError, CkptError, IntegrityError
+from ..errors import CheckpointExistsError, CkptError, IntegrityError, SourceError
 from ..storage import Store
 from ..storage.blobs import INLINE_LIMIT, PutResult
 from ..storage.hashing import CHUNK, hasher
@@ -83,8 +83,8 @@ def copy(src: str | os.PathLike[str], name: str, *, to: str | Store | None = Non
                 return _copy_checkpoint(source_store, source.checkpoint, dest, name, progress)
             return _import_files(source, dest, name, progress, cache)
         except _ARCHIVE_READ_ERRORS as err:
-            raise CkptError(f"cannot read {source.description!r}: {type(err).__name__}: "
-                            f"{err}; nothing was committed") from err
+            raise SourceError(f"cannot read {source.description!r}: {type(err).__name__}: "
+                              f"{err}; nothing was committed", path=source.description) from err
         finally:
             source.close()
     finally:
@@ -104,8 +104,9 @@ def _store_inside(src: str, dest: Store) -> Path | None:
         return None
     root, folder = Path(store_folder).resolve(), Path(src).resolve()
     if folder.is_relative_to(root):
-        raise CkptError(f"cannot copy {src!r} into the store {dest.url}: it is inside that "
-                        "store; copy a folder outside it, or copy to another store (--to)")
+        raise SourceError(f"cannot copy {src!r} into the store {dest.url}: it is inside that "
+                          "store", path=src, url=dest.url,
+                          hint="copy a folder outside it, or copy to another store (--to)")
     return root if root.is_relative_to(folder) else None
 
 

@@ -42,11 +42,11 @@ def ftp_fs(url: str, options: dict[str, Any]) -> tuple[PooledFTPFileSystem, str]
         return PooledFTPFileSystem(**kwargs), path
     except ssl.SSLCertVerificationError as err:
         raise StoreError(
-            f"cannot open {url!r}: the server's certificate was refused ({err.verify_message});"
-            " if it is self-signed, trust it with SSL_CERT_FILE=CERT.pem") from err
+            f"cannot open {url!r}: the server's certificate was refused ({err.verify_message})",
+            url=url, hint="if it is self-signed, trust it with SSL_CERT_FILE=CERT.pem") from err
     except ssl.SSLError as err:
-        raise StoreError(f"cannot open {url!r}: the TLS handshake failed ({err.reason or err})"
-                         ) from err
+        raise StoreError(f"cannot open {url!r}: the TLS handshake failed ({err.reason or err})",
+                         url=url) from err
 
 
 class PooledFTPFileSystem(FTPFileSystem):

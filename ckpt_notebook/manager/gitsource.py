@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import CheckpointNotFoundError, CkptError, StoreError
+from ..errors import (
+    InvalidArgumentError,
+    SourceError,
+    SourceNotFoundError,
+    StoreError,
+    UnsupportedSourceError,
+)
 from .sources import Source, _local_source, lfs_advice
 
 if TYPE_CHECKING:
@@ -41,8 +47,9 @@ def parse_git_url(url: str) -> tuple[str, str | None]:
         path, rev = path.rsplit("@", 1)
     if parts.scheme not in _SCHEMES or not path.strip("/") or rev == "" or \
             (rev or "").startswith("-"):
-        raise ValueError(f"bad git URL {url!r}: use git+https://host/owner/repo.git[@REV] "
-                         "(or git+ssh://, git+file://)")
+        raise InvalidArgumentError(f"bad git URL {url!r}", url=url,
+                                   hint="use git+https://host/owner/repo.git[@REV] (or "
+                                        "git+ssh://, git+file://)")
     return urlunsplit(parts._replace(path=path, fragment="")), rev
 
 
@@ -50,7 +57,8 @@ def git_source(url: str, limits: ArchiveLimits | None = None) -> Source:
     remote, rev = parse_git_url(url)
     git = shutil.which("git")
     if git is None:
-        raise CkptError(f"cannot copy {url!r}: git sources need the git command; install git")
+        raise UnsupportedSourceError(f"cannot copy {url!r}: git sources need the git command",
+                                     url=url, hint="install git")
     folder = tempfile.mkdtemp(prefix="ckpt-git-")
     try:
         _git(git, url, "init", "-q", folder)
@@ -59,7 +67,7 @@ def git_source(url: str, limits: ArchiveLimits | None = None) -> Source:
         _git(git, url, "-C", folder, "-c", "advice.detachedHead=false", "checkout", "-q",
              "FETCH_HEAD")
         if os.listdir(folder) == [".git"]:
-            raise CkptError(f"nothing to copy: {url!r} holds no files")
+            raise SourceError(f"nothing to copy: {url!r} holds no files", url=url)
         source = _local_source(folder, None, Path(folder, ".git").resolve(), limits)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -84,10 +92,10 @@ def _git(git: str, url: str, *args: str) -> None:
                lines[-1] if lines else f"exit status {done.returncode}")
     if any(sign in done.stderr for sign in _UNREACHABLE):
         host = urlsplit(url.removeprefix("git+")).netloc.rpartition("@")[2]
-        raise StoreError(f"cannot connect to {host} to read {url!r} (git {verb}: {why}); "
-                         "check the address and that the server is running")
-    error = CheckpointNotFoundError if "couldn't find remote ref" in why else StoreError
-    raise error(f"cannot copy {url!r}: git {verb} failed: {why}")
+        raise StoreError(f"cannot connect to {host} to read {url!r} (git {verb}: {why})",
+                         url=url, hint="check the address and that the server is running")
+    error = SourceNotFoundError if "couldn't find remote ref" in why else StoreError
+    raise error(f"cannot copy {url!r}: git {verb} failed: {why}", url=url)
 
 
 # what git (curl, ssh) says when the host cannot be reached at all

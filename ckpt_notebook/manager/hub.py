@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CkptError
+from ..errors import (
+    HubAuthError,
+    HubError,
+    HubNotFoundError,
+    InvalidArgumentError,
+    SourceError,
+)
 from ..storage import Store
 from ..types import CheckpointInfo, Progress
 from . import copying
@@ -77,11 +83,13 @@ def parse_hf_url(url: str) -> tuple[str, str | None, str, str]:
     if path.count("@") > 1:
         first, second = path.split("@")[:2]
         right = f"hf://{rest[:len(rest) - len(path)]}{first}/{second.partition('/')[2]}@REVISION"
-        raise ValueError(f"bad Hugging Face URL {url!r}: give one @revision, e.g. {right}")
+        raise InvalidArgumentError(f"bad Hugging Face URL {url!r}: give one @revision, e.g. "
+                                   f"{right}", url=url)
     path, at, revision = path.partition("@")
     parts = path.split("/")
     if len(parts) < 2 or not all(parts[:2]) or (at and not revision):
-        raise ValueError(f"bad Hugging Face URL {url!r}: use hf://owner/repo[/sub][@revision]")
+        raise InvalidArgumentError(f"bad Hugging Face URL {url!r}: use "
+                                   "hf://owner/repo[/sub][@revision]", url=url)
     sub = "/".join(parts[2:])
     if at and len(parts) == 2:  # owner/repo@rev[/sub]
         n = 3 if revision.startswith(_SLASHED_REVISIONS) else 1
@@ -128,8 +136,8 @@ def upload_to_hub(src: str, url: str, *, store: Store, patterns: list[str] | Non
     planned = _folder_files(Path(src)) if info is None else _checkpoint_files(store, info)
     files = _selected(planned, patterns, excludes)
     if not files:
-        raise CkptError(f"nothing to upload from {src!r}: no file matches "
-                        f"{patterns or '*'} minus {excludes or 'nothing'}")
+        raise SourceError(f"nothing to upload from {src!r}: no file matches "
+                          f"{patterns or '*'} minus {excludes or 'nothing'}", path=src)
     report = HubUpload(repo_id, revision, repo_type, files, dry_run=dry_run, path_in_repo=sub)
     if dry_run:
         return report
@@ -156,30 +164,36 @@ def _upload(folder: Path, files: list[str], repo_id: str, revision: str | None,
             commit_message=f"Upload {len(files)} file(s) with ckpt_notebook",
         )
     except HfHubHTTPError as err:
-        raise CkptError(f"upload to {where} failed: {_hub_problem(err, repo_id, revision)}"
-                        ) from err
+        raise _hub_error(err, where, repo_id, revision) from err
     return str(getattr(result, "oid", None) or getattr(result, "commit_url", "") or "?")
 
 
-def _hub_problem(err: Exception, repo_id: str, revision: str | None) -> str:
-    """What went wrong, and the fix, on one line."""
+def _hub_error(err: Exception, where: str, repo_id: str, revision: str | None) -> HubError:
+    """huggingface_hub's error as ours: what went wrong and the fix, on one line."""
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
+    failed = f"upload to {where} failed"
     response = getattr(err, "response", None)
     status = getattr(response, "status_code", None)
     if isinstance(err, RepositoryNotFoundError):
-        return (f"the repo {repo_id} does not exist (or this token cannot see it); create it "
-                f"first (`hf repo create {repo_id}`) or check the name and HF_TOKEN")
+        return HubNotFoundError(
+            f"{failed}: the repo {repo_id} does not exist (or this token cannot see it)",
+            url=where, hint=f"create it first (`hf repo create {repo_id}`) or check the name "
+                            "and HF_TOKEN")
     if isinstance(err, RevisionNotFoundError):
-        return (f"the branch {revision!r} does not exist in {repo_id}; create it first "
-                f"(`hf repo branch create {repo_id} {revision}`)")
+        return HubNotFoundError(f"{failed}: the branch {revision!r} does not exist in "
+                                f"{repo_id}", url=where,
+                                hint=f"create it first (`hf repo branch create {repo_id} "
+                                     f"{revision}`)")
     if status == 401:
-        return "the Hub refused the token (401); log in with `hf auth login` or set HF_TOKEN"
+        return HubAuthError(f"{failed}: the Hub refused the token (401)", url=where,
+                            hint="log in with `hf auth login` or set HF_TOKEN")
     if status == 403:
-        return f"this token may not write to {repo_id} (403); use a token with write access"
+        return HubAuthError(f"{failed}: this token may not write to {repo_id} (403)",
+                            url=where, hint="use a token with write access")
     text = getattr(err, "server_message", None) or str(err)
     first = " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
-    return first or type(err).__name__
+    return HubError(f"{failed}: {first or type(err).__name__}", url=where)
 
 
 # -- a copy: into a store, or to the Hub --------------------------------------------------------

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import retention
-from ..errors import CkptError, FormatError, IntegrityError, NeedsForceError
+from ..errors import CkptError, FormatError, IntegrityError, ProtectedCheckpointError
 from ..storage import GcReport, Store
 from ..types import CheckpointInfo
 from . import uses
@@ -138,14 +138,16 @@ def delete(store: Store, ref: str, *, force: bool = False) -> CheckpointInfo:
     in_use = [] if force else uses.users(store, info.id)
     if in_use:
         more = f" and {len(in_use) - 1} more" if len(in_use) > 1 else ""
-        raise NeedsForceError(f"{info.id} is in use: {in_use[0]}{more}; delete it with "
-                              "force=True once that copy is no longer needed")
+        raise ProtectedCheckpointError(
+            f"{info.id} is in use: {in_use[0]}{more}", ref=ref, url=store.url,
+            hint="delete it with force=True once that copy is no longer needed")
     if not force and info.named:
-        raise NeedsForceError(f"{info.id} is a named (immutable) checkpoint; delete it with "
-                              "force=True if you really mean to")
+        raise ProtectedCheckpointError(f"{info.id} is a named (immutable) checkpoint", ref=ref,
+                                       url=store.url,
+                                       hint="delete it with force=True if you really mean to")
     if not force and info.id in store.pins.ids():
-        raise NeedsForceError(f"{info.id} is pinned; unpin it first or delete it with "
-                              "force=True")
+        raise ProtectedCheckpointError(f"{info.id} is pinned", ref=ref, url=store.url,
+                                       hint="unpin it first or delete it with force=True")
     store.delete(info.id)
     uses.forget(store, info.id)
     return info

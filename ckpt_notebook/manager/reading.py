@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import capture
-from ..errors import FormatError, IntegrityError, RestoreError
+from ..errors import FormatError, IntegrityError, InvalidArgumentError, RestoreError
 from ..storage import Store
 from ..types import CheckpointInfo, TensorData
 
@@ -88,7 +88,8 @@ def export_weights(store: Store, info: CheckpointInfo, out: str | os.PathLike[st
     out = os.fspath(out)
     fmt = "safetensors" if out.endswith(".safetensors") else "pt"
     if not out.endswith((".safetensors", ".pt", ".pth")):
-        raise ValueError(f"cannot export to {out!r}: the file must end in .safetensors or .pt")
+        raise InvalidArgumentError(f"cannot export to {out!r}: the file must end in "
+                                   ".safetensors or .pt", path=out)
     saved = store.manifest(info.id)["objects"]
     modules = [n for n, o in saved.items() if o["kind"] == "module"]
     if not modules:

@@ -53,24 +53,27 @@ def _resolve_keyword(store: Store, infos: list[CheckpointInfo], keyword: str,
     mine = infos if run in (None, ANY_RUN) else [i for i in infos if i.run == run]
     of_run = "" if run in (None, ANY_RUN) else f" of run {run!r}"
     other = "" if mine == infos or not infos else (
-        f"; other runs have some: '{keyword}@{ANY_RUN}' names the {keyword} of any run")
+        f"other runs have some: '{keyword}@{ANY_RUN}' names the {keyword} of any run")
     if keyword in ("latest", "last"):
         found = retention.latest(mine)
         _nothing_newer_lost(store, found)
         if found is None:
-            raise CheckpointNotFoundError(f"no checkpoints{of_run} in {store.url} yet; save "
-                                          f"one first{other}")
+            raise CheckpointNotFoundError(f"no checkpoints{of_run} in {store.url} yet",
+                                          ref=ref, url=store.url,
+                                          hint="save one first" + (f"; {other}" if other else ""))
         return found
     try:
         best_ref = retention.parse_best_ref(keyword)
     except ValueError as err:
-        raise CheckpointNotFoundError(str(err)) from err
+        raise CheckpointNotFoundError(str(err), ref=ref, url=store.url) from err
     if best_ref is None:
-        raise CheckpointNotFoundError(f"bad REF {ref!r}: say best.<metric>")
+        raise CheckpointNotFoundError(f"bad REF {ref!r}: say best.<metric>", ref=ref,
+                                      url=store.url)
     found = retention.best(mine, *best_ref)
     if found is None:
         raise CheckpointNotFoundError(f"no checkpoint{of_run} in {store.url} has metric "
-                                      f"{best_ref[0]!r}{other}")
+                                      f"{best_ref[0]!r}", ref=ref, url=store.url,
+                                      hint=other or None)
     return found
 
 
@@ -90,11 +93,12 @@ def _resolve_id(store: Store, infos: list[CheckpointInfo], ref: str) -> Checkpoi
     near = difflib.get_close_matches(ref, list(by_id), n=3, cutoff=0.4)
     newest = [i.id for i in reversed(infos[-3:])]
     more = f" and {len(prefixed) - _SHOWN} more" if len(prefixed) > _SHOWN else ""
-    hint = (f"; it matches {', '.join(i.id for i in prefixed[:_SHOWN])}{more}" if prefixed else
-            f"; nearest: {', '.join(near)}" if near else
-            f"; newest: {', '.join(newest)}" if newest else "; the store is empty")
+    hint = (f"it matches {', '.join(i.id for i in prefixed[:_SHOWN])}{more}" if prefixed else
+            f"nearest: {', '.join(near)}" if near else
+            f"newest: {', '.join(newest)}" if newest else "the store is empty")
     what = "is ambiguous" if prefixed else "names no checkpoint"
-    raise CheckpointNotFoundError(f"REF {ref!r} {what} in {store.url}{hint}")
+    raise CheckpointNotFoundError(f"REF {ref!r} {what} in {store.url}", ref=ref, url=store.url,
+                                  hint=hint)
 
 
 _SHOWN = 5
@@ -126,8 +130,10 @@ def names_weights_file(store: Store, ref: str) -> bool:
         return False
     if "/" not in ref and is_valid_name(ref) and store.exists(ref):
         raise CheckpointNotFoundError(
-            f"REF {ref!r} is both a checkpoint in {store.url} and a file in this folder; say "
-            f"which: './{ref}' for the file, or '{CHECKPOINT_PREFIX}{ref}' for the checkpoint")
+            f"REF {ref!r} is both a checkpoint in {store.url} and a file in this folder",
+            ref=ref, url=store.url,
+            hint=f"say which: './{ref}' for the file, or '{CHECKPOINT_PREFIX}{ref}' for the "
+                 "checkpoint")
     return True
 
 
@@ -141,7 +147,7 @@ def read_url_bytes(url: str, store: Store | None = None) -> bytes:
         with fsspec.open(url, "rb", **options) as f:
             data = bytes(f.read())
     except FileNotFoundError as err:
-        raise CheckpointNotFoundError(f"no file at {url!r}") from err
+        raise CheckpointNotFoundError(f"no file at {url!r}", ref=url, url=url) from err
     from .sources import check_not_lfs_pointer, lfs_advice  # sources imports this module
 
     check_not_lfs_pointer(data[:64], where=url, advice=lfs_advice(url))

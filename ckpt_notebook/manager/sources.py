@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
-from ..errors import CheckpointNotFoundError, CkptError, StoreError, UnsafeFileError
+from ..errors import (
+    CheckpointNotFoundError,
+    CkptError,
+    SourceError,
+    SourceNotFoundError,
+    StoreError,
+    UnsafeFileError,
+    UnsupportedSourceError,
+)
 from ..storage import Store
 from ..types import CheckpointInfo
 from .refs import resolve_ref
@@ -114,8 +122,9 @@ def resolve_source(src: str, store: Store, *, cache: HashCache | None = None,
         return Source(description=text, checkpoint=resolve_ref(store, text))
     except CheckpointNotFoundError as err:
         unset = _unset_variable(text)
-        raise CheckpointNotFoundError(
-            f"nothing to copy at {text!r}: no such file or folder{unset}, and {err}") from err
+        raise SourceNotFoundError(
+            f"nothing to copy at {text!r}: no such file or folder{unset}, and {err}",
+            path=text, ref=text) from err
 
 
 def expand_source(text: str) -> str:
@@ -144,10 +153,11 @@ def _local_source(path: str, cache: HashCache | None, skip: Path | None = None,
             return archive_source(str(root), description=path, limits=limits)
         return Source(path, [_local_file(root, root.name, cache)])
     if not root.is_dir():
-        raise CkptError(f"cannot copy {path!r}: it is neither a file nor a folder")
+        raise UnsupportedSourceError(f"cannot copy {path!r}: it is neither a file nor a folder",
+                                     path=path)
     files = list(_walk(path, root, cache, skip))
     if not files:
-        raise CkptError(f"nothing to copy: {path!r} is an empty folder")
+        raise SourceError(f"nothing to copy: {path!r} is an empty folder", path=path)
     return Source(path, files)
 
 
@@ -182,8 +192,8 @@ def _check_file_link(path: str, root: Path, link: Path) -> None:
         raise UnsafeFileError(f"{path}: refusing symlink {rel} -> {os.readlink(link)}: it "
                               "leads outside the folder")
     if not target.exists():
-        raise CkptError(f"{path}: symlink {rel} -> {os.readlink(link)} is broken (its target "
-                        "does not exist); remove or fix it")
+        raise SourceError(f"{path}: symlink {rel} -> {os.readlink(link)} is broken (its target "
+                          "does not exist)", path=str(link), hint="remove or fix it")
 
 
 def _check_dir_link(path: str, root: Path, link: Path) -> None:
@@ -315,8 +325,8 @@ def unreachable(url: str) -> Iterator[None]:
         if reason is None:
             raise
         host = urlsplit(url).netloc.rpartition("@")[2] or url
-        raise StoreError(f"cannot connect to {host} ({reason}) to read {url!r}; check the "
-                         "address and that the server is running") from err
+        raise StoreError(f"cannot connect to {host} ({reason}) to read {url!r}", url=url,
+                         hint="check the address and that the server is running") from err
 
 
 def _connection_failure(err: BaseException | None) -> str | None:
@@ -363,7 +373,8 @@ def _remote_files(fs: Any, path: str, *, description: str, lfs: bool,
         except FileNotFoundError as err:
             if _connection_failure(err) is not None:
                 raise
-            raise CheckpointNotFoundError(f"nothing to copy at {description!r}: not found") from err
+            raise SourceNotFoundError(f"nothing to copy at {description!r}: not found",
+                                      url=description) from err
         name = posixpath.basename(path.rstrip("/")) or "file"
         return Source(description, [SourceFile(name, size, _opener(fs, path), check_lfs=lfs,
                                                lfs_advice=advice)], cleanup=_closer(fs))
@@ -375,7 +386,7 @@ def _remote_files(fs: Any, path: str, *, description: str, lfs: bool,
         if rel != MARKER:
             listed.append((rel, full, info.get("size")))
     if not listed:
-        raise CkptError(f"nothing to copy: {description!r} holds no files")
+        raise SourceError(f"nothing to copy: {description!r} holds no files", url=description)
     sizes = _sizes(fs, [(full, size) for _, full, size in listed])
     files = [SourceFile(rel, size, _opener(fs, full), check_lfs=lfs, lfs_advice=advice)
              for (rel, full, _), size in zip(listed, sizes, strict=True)]
@@ -390,8 +401,9 @@ def _size(fs: Any, path: str, listed: Any) -> int:
         return int(listed)
     size = fs.info(path).get("size")
     if size is None:
-        raise CkptError(f"cannot copy {path!r}: the server does not tell its size (no "
-                        "Content-Length); download it first and copy the local file")
+        raise UnsupportedSourceError(f"cannot copy {path!r}: the server does not tell its size "
+                                     "(no Content-Length)", path=path,
+                                     hint="download it first and copy the local file")
     return int(size)
 
 
@@ -438,8 +450,9 @@ def lfs_advice(source: str) -> str:
 
 def check_not_lfs_pointer(head: bytes, *, where: str, advice: str = "") -> None:
     if head.startswith(LFS_MAGIC):
-        raise CkptError(f"{where} is a Git LFS pointer file, not the file's content: the "
-                        f"server returned the pointer; {advice or lfs_advice('')}")
+        raise UnsupportedSourceError(f"{where} is a Git LFS pointer file, not the file's "
+                                     "content: the server returned the pointer", path=where,
+                                     hint=advice or lfs_advice(""))
 
 
 # -- shared -----------------------------------------------------------------------------------
@@ -451,8 +464,9 @@ def check_layout(files: list[SourceFile], *, where: str) -> None:
         parent = posixpath.dirname(f.relpath)
         while parent:
             if parent in names:
-                raise CkptError(f"{where}: {parent!r} is both a file and a folder "
-                                f"(it holds {f.relpath!r}); it cannot be copied as it is")
+                raise UnsupportedSourceError(f"{where}: {parent!r} is both a file and a folder "
+                                             f"(it holds {f.relpath!r}); it cannot be copied "
+                                             "as it is", path=parent)
             parent = posixpath.dirname(parent)
 
 

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .. import retention
+from ..errors import InvalidArgumentError
 from ..storage import Store
 from .committing import is_full
 
@@ -32,11 +33,12 @@ class Schedule:
         if every is None:
             return cls()
         if isinstance(every, bool):
-            raise ValueError("every must be a number of steps or a duration like '10min'")
+            raise InvalidArgumentError("every must be a number of steps or a duration like "
+                                       "'10min'")
         if isinstance(every, (int, float)) or str(every).strip().isdigit():
             steps = int(every)
             if steps < 1:
-                raise ValueError(f"every={every!r}: a step interval must be at least 1")
+                raise InvalidArgumentError(f"every={every!r}: a step interval must be at least 1")
             return cls(every_steps=steps)
         return cls(every_seconds=retention.parse_duration(str(every)))
 

@@ -12,9 +12,11 @@ from ..errors import (
     CheckpointExistsError,
     CheckpointNotFoundError,
     FormatError,
+    HubError,
     IntegrityError,
     InvalidNameError,
-    NeedsForceError,
+    ProtectedCheckpointError,
+    SourceError,
     StoreBusyError,
     StoreError,
     UnsafeFileError,
@@ -24,18 +26,22 @@ from .paths import ForbiddenPathError
 
 __all__ = ["Failure", "failure"]
 
-# Most specific first: StoreBusyError is a StoreError, ForbiddenPathError an OSError.
+# Most specific first: StoreBusyError is a StoreError, ForbiddenPathError an OSError, a
+# SourceNotFoundError a CheckpointNotFoundError; source and Hub errors are OSErrors that are
+# the request's to fix, not the store's.
 _CODES: tuple[tuple[type[BaseException], int, str], ...] = (
     (ForbiddenPathError, 403, "forbidden_path"),
     (InvalidNameError, 400, "invalid_name"),
     (CheckpointNotFoundError, 404, "not_found"),
     (CheckpointExistsError, 409, "exists"),
-    (NeedsForceError, 409, "needs_force"),
+    (ProtectedCheckpointError, 409, "needs_force"),
     (StoreBusyError, 409, "busy"),
     (UnsafeFileError, 422, "unsafe_source"),
     (IntegrityError, 422, "integrity"),
     (FormatError, 422, "integrity"),
     (UnsafePathError, 422, "integrity"),
+    (SourceError, 400, "bad_request"),
+    (HubError, 400, "bad_request"),
     (StoreError, 502, "store_error"),
     (ValueError, 400, "bad_request"),
     (OSError, 502, "store_error"),

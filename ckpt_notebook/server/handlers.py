@@ -20,7 +20,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from .._version import __version__
-from ..errors import CheckpointNotFoundError
+from ..errors import CheckpointNotFoundError, InvalidArgumentError
 from ..manager import copying, listing, maintenance, resolve_ref
 from ..manager.committing import name_taken
 from ..storage import Store
@@ -50,9 +50,9 @@ class _Api(APIHandler):
         try:
             doc = json.loads(self.request.body or b"{}")
         except ValueError as err:
-            raise ValueError(f"the request body is not JSON: {err}") from err
+            raise InvalidArgumentError(f"the request body is not JSON: {err}") from err
         if not isinstance(doc, dict):
-            raise ValueError("the request body must be a JSON object")
+            raise InvalidArgumentError("the request body must be a JSON object")
         return doc
 
     def field(self, doc: dict[str, Any], key: str, *, required: bool = True) -> str:
@@ -60,7 +60,7 @@ class _Api(APIHandler):
         if value is None and not required:
             return ""
         if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{key!r} is required: a non-empty string")
+            raise InvalidArgumentError(f"{key!r} is required: a non-empty string")
         return value
 
     def store(self, value: str | None, default: str | None = None) -> Store:
@@ -222,7 +222,7 @@ class DeleteHandler(_RefAction):
     def act(self, store: Store, ref: str, doc: dict[str, Any]) -> dict[str, Any]:
         force = doc.get("force", False)
         if not isinstance(force, bool):
-            raise ValueError("'force' must be true or false")
+            raise InvalidArgumentError("'force' must be true or false")
         return {"deleted": maintenance.delete(store, ref, force=force).id}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import CheckpointNotFoundError, CkptError
+from ..errors import CkptError, InvalidArgumentError, SourceNotFoundError
 from ..manager.refs import CHECKPOINT_PREFIX
 from ..storage.backend import DEFAULT_STORE, STORE_ENV
 
@@ -32,7 +32,8 @@ def _refuse(path: str, why: str) -> ForbiddenPathError:
 def confined(root: str, rel: str) -> str:
     """The real path of ``rel`` (relative to ``root``), proven to lie inside ``root``."""
     if "\x00" in rel:
-        raise ValueError(f"invalid path {rel!r}: it contains a NUL character")
+        raise InvalidArgumentError(f"invalid path {rel!r}: it contains a NUL character",
+                                   path=rel)
     if "://" in rel:
         raise _refuse(rel, "URLs are not paths under the server root")
     if os.path.isabs(rel) or rel.startswith(("~", "\\")):
@@ -50,7 +51,8 @@ def copy_source(root: str, src: str) -> str:
     """What ``copying.copy`` gets for ``src``: the confined real path of a file or folder
     under the root, else ``ckpt:REF`` (a checkpoint of the store)."""
     if not src.strip():
-        raise ValueError("src is empty: give a path under the server root or a checkpoint REF")
+        raise InvalidArgumentError("src is empty: give a path under the server root or a "
+                                   "checkpoint REF")
     if src.startswith(CHECKPOINT_PREFIX):
         return src
     rel = src.rstrip("/") or "."
@@ -58,8 +60,8 @@ def copy_source(root: str, src: str) -> str:
     if os.path.lexists(os.path.join(root, rel)):
         return full
     if "/" in rel:
-        raise CheckpointNotFoundError(f"nothing to copy at {src!r}: no such file or folder "
-                                      "under the server root")
+        raise SourceNotFoundError(f"nothing to copy at {src!r}: no such file or folder "
+                                  "under the server root", path=src)
     return CHECKPOINT_PREFIX + src
 
 
@@ -69,7 +71,8 @@ def store_url(root: str, store: str | None, default: str) -> str:
     if store is None or not str(store).strip():
         store = default
     if "\x00" in store:
-        raise ValueError(f"invalid store {store!r}: it contains a NUL character")
+        raise InvalidArgumentError(f"invalid store {store!r}: it contains a NUL character",
+                                   url=store)
     if "://" in store or os.path.isabs(store):
         return store
     return os.path.normpath(os.path.join(root, store))

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, ClassVar, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import CheckpointExistsError, CkptError, StoreError
+from ..errors import CheckpointExistsError, CkptError, InvalidArgumentError, StoreError
 from .options import with_endpoint
 from .trust import store_path
 
@@ -278,9 +278,10 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
-            raise ValueError(f"RetryPolicy needs at least 1 attempt, not {self.attempts}")
+            raise InvalidArgumentError(f"RetryPolicy needs at least 1 attempt, not "
+                                       f"{self.attempts}")
         if self.base < 0 or self.cap < 0:
-            raise ValueError("RetryPolicy base and cap must not be negative")
+            raise InvalidArgumentError("RetryPolicy base and cap must not be negative")
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""

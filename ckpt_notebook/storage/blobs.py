@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeAlias, TypeVar
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, SourceError
 from ..types import DATA_PHASE, OWN_BLOB_MIN, TensorData
 from . import quarantine, tensorfile
 from .backend import Backend
@@ -321,8 +321,8 @@ class BlobStore:
             with open_file() as f:
                 data = f.read()
             if len(data) != size:
-                raise OSError(f"{where} changed while it was read ({len(data)} of {size} "
-                              "bytes)")
+                raise SourceError(f"{where} changed while it was read ({len(data)} of {size} "
+                                  "bytes)", path=where)
             return self.put([data], durable=durable)
         with open_file() as f:
             digest = hash_stream(f)[0]

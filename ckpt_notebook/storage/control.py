@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..errors import FormatError, IntegrityError
+from ..errors import FormatError, IntegrityError, InvalidArgumentError
 from ..types import utc_now
 from .backend import Backend
 from .trust import check_id, is_id, seal, show_value, unseal
@@ -132,7 +132,7 @@ class RequestQueue:
         """``pending``, ``taken`` (a loop claimed it: it left ``<id>.taken``) or ``expired``
         (its lifetime passed, or a loop dropped it unclaimed)."""
         if not _REQUEST_ID.fullmatch(req_id):
-            raise ValueError(f"{req_id!r} is not a request id")
+            raise InvalidArgumentError(f"{req_id!r} is not a request id")
         try:
             doc = json.loads(self.backend.read_bytes(f"requests/{req_id}.json"))
         except FileNotFoundError:

@@ -40,8 +40,8 @@ class LocalBackend(Backend):
                  storage_options: dict[str, Any] | None = None) -> None:
         super().__init__(fs, root, url, retry=retry, storage_options=storage_options)
         if os.path.exists(root) and not os.path.isdir(root):
-            raise StoreError(f"cannot open store {url!r}: it is a file, not a folder; pass a "
-                             "folder path or URL")
+            raise StoreError(f"cannot open store {url!r}: it is a file, not a folder", url=url,
+                             hint="pass a folder path or URL")
 
     @property
     def local_folder(self) -> str:
@@ -158,7 +158,7 @@ class LocalBackend(Backend):
                     if err.errno not in (errno.EAGAIN, errno.EACCES):
                         raise
                     if time.monotonic() > deadline:
-                        raise StoreBusyError(busy) from err
+                        raise StoreBusyError(busy, url=self.url) from err
                     time.sleep(0.05)
             yield
         finally:

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import InvalidArgumentError, StoreError
 
 __all__ = ["CONFIG_ENV", "config_path", "inherited_options", "load_config", "options_for",
            "parse_storage_option"]
@@ -42,8 +42,8 @@ def parse_storage_option(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` -> (key, value); VALUE is JSON when it parses, else the string."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"storage option {text!r} is not KEY=VALUE (e.g. anon=true or "
-                         "client_kwargs='{\"region_name\": \"eu-west-1\"}')")
+        raise InvalidArgumentError(f"storage option {text!r} is not KEY=VALUE (e.g. anon=true "
+                                   "or client_kwargs='{\"region_name\": \"eu-west-1\"}')")
     try:
         value = json.loads(raw)
     except ValueError:

@@ -28,5 +28,7 @@ def require_store(store: Store, *, fix: str) -> None:
     if is_store(store):
         return
     if nothing_there(store):
-        raise StoreNotFoundError(f"no store at {store.url!r}: nothing is there; {fix}")
-    raise StoreError(f"{store.url!r} is not a ckpt_notebook store (no {STORE_FILE}); {fix}")
+        raise StoreNotFoundError(f"no store at {store.url!r}: nothing is there", url=store.url,
+                                 hint=fix)
+    raise StoreError(f"{store.url!r} is not a ckpt_notebook store (no {STORE_FILE})",
+                     url=store.url, hint=fix)

@@ -36,6 +36,7 @@ from ..errors import (
     FormatError,
     IntegrityError,
     StoreError,
+    StorePermissionError,
 )
 from ..types import CheckpointInfo, format_bytes, utc_now
 from . import locks, quarantine
@@ -150,13 +151,14 @@ class Store:
         if existing and not set(existing) <= _STORE_ENTRIES:
             raise StoreError(
                 f"{self.url!r} is not a ckpt_notebook store (it holds {existing[0]!r} but no "
-                f"{STORE_FILE}); choose an empty or new folder"
+                f"{STORE_FILE})", url=self.url, hint="choose an empty or new folder"
             )
         doc = {"format": STORE_FORMAT, "version": manifest_format.VERSION, "created": utc_now()}
         try:
             b.write_atomic(STORE_FILE, [json.dumps(doc).encode()])
         except PermissionError as err:
-            raise StoreError(f"cannot write to store {self.url!r}: permission denied") from err
+            raise StorePermissionError(f"cannot write to store {self.url!r}: permission denied",
+                                       url=self.url) from err
 
     @contextlib.contextmanager
     def lock(self, *, exclusive: bool = False, timeout: float = 30.0) -> Iterator[None]:
@@ -199,7 +201,8 @@ class Store:
         try:
             raw = self.backend.read_bytes(rel)
         except FileNotFoundError as err:
-            raise CheckpointNotFoundError(f"no checkpoint {ckpt_id!r} in {self.url}") from err
+            raise CheckpointNotFoundError(f"no checkpoint {ckpt_id!r} in {self.url}",
+                                          ref=ckpt_id, url=self.url) from err
         return manifest_format.decode(raw, where=self.backend.where(rel),
                                       expected_id=ckpt_id), raw
 
@@ -214,7 +217,8 @@ class Store:
         that was lost (only its commit record remains) can be deleted too, to accept the loss."""
         recorded = self.backend.exists(self.record_path(ckpt_id))
         if not recorded and not self.exists(ckpt_id):
-            raise CheckpointNotFoundError(f"no checkpoint {ckpt_id!r} in {self.url}")
+            raise CheckpointNotFoundError(f"no checkpoint {ckpt_id!r} in {self.url}",
+                                          ref=ckpt_id, url=self.url)
         self.backend.remove(self.record_path(ckpt_id))  # first: never a record without intent
         self.backend.remove(self.manifest_path(ckpt_id))
         self.pins.remove(ckpt_id)

@@ -43,6 +43,8 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from ...errors import InvalidArgumentError
+
 __all__ = ["TOKEN_ENV", "Access", "gate", "token_from_args"]
 
 TOKEN_ENV = "CKPT_NOTEBOOK_DASHBOARD_TOKEN"  # noqa: S105 - a variable's name
@@ -219,7 +221,8 @@ def token_from_args(args: argparse.Namespace) -> str | None:
     if token is None:
         return new_token()
     if not token.strip():
-        raise ValueError("--token is empty; pass a token, or --no-token to serve without one")
+        raise InvalidArgumentError("--token is empty",
+                                   hint="pass a token, or --no-token to serve without one")
     return str(token)
 
 

@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable, Collection
 from typing import Any
 
+from ...errors import InvalidArgumentError
 from ...storage import Store
 from . import access
 from .model import DashboardModel, store_mode
@@ -359,8 +360,8 @@ def serve(store: str | Store | None = None, port: int = 0, address: str = LOOPBA
     store = store if isinstance(store, Store) else Store(store)
     port = port or free_port(address)
     if isinstance(token, str) and not token.strip():
-        raise ValueError("the dashboard token is empty; pass one, or token=False to serve "
-                         "without one")
+        raise InvalidArgumentError("the dashboard token is empty",
+                                   hint="pass one, or token=False to serve without one")
     secret = access.new_token() if token is True else (token or None)
     hosts = websocket_origin or _origins(address, port)
     rules = access.Access.for_server(secret, hosts, port)

@@ -19,7 +19,7 @@ from typing import Any
 
 import param
 
-from ...errors import CkptError
+from ...errors import CkptError, ProtectedCheckpointError, StorePermissionError
 from ...manager import maintenance, resolve_ref
 from ...manager.copying import copy as copy_checkpoint
 from ...retention import Status, metric_mode
@@ -276,11 +276,14 @@ class DashboardModel(param.Parameterized):
         def run() -> str:
             info = resolve_ref(self.store, ckpt_id)
             if not force and info.named:
-                raise CkptError(f"{info.id} is a named, immutable checkpoint; tick \"force\" "
-                                "to delete it anyway (CLI: ckpt delete NAME --force)")
+                raise ProtectedCheckpointError(
+                    f"{info.id} is a named, immutable checkpoint", ref=info.id,
+                    url=self.store.url, hint="tick \"force\" to delete it anyway (CLI: ckpt "
+                                             "delete NAME --force)")
             if not force and info.id in self.store.pins.ids():
-                raise CkptError(f"{info.id} is pinned; unpin it first, or tick \"force\" to "
-                                "delete it anyway")
+                raise ProtectedCheckpointError(
+                    f"{info.id} is pinned", ref=info.id, url=self.store.url,
+                    hint="unpin it first, or tick \"force\" to delete it anyway")
             maintenance.delete(self.store, info.id, force=force)
             return self._after(f"deleted {info.id}; its blobs are freed by prune or gc")
         return _outcome(run)
@@ -373,10 +376,10 @@ def private_destination(source: Store, dest: Store | None) -> Iterator[None]:
         have = stat.S_IMODE(os.stat(root).st_mode)
         wider = have & _OPEN_BITS & ~src
         if wider:
-            raise PermissionError(
+            raise StorePermissionError(
                 f"{root} (mode {have:04o}) lets other users read what {source.url} (mode "
-                f"{src:04o}) does not; chmod {have & ~wider:04o} {root} or copy into a new "
-                "folder")
+                f"{src:04o}) does not", path=root,
+                hint=f"chmod {have & ~wider:04o} {root} or copy into a new folder")
         yield
         return
     os.makedirs(os.path.dirname(root) or ".", exist_ok=True)
