@@ -34,7 +34,15 @@ from ._version import __version__
 from .errors import CkptError, StoreError
 from .types import CheckpointInfo, format_bytes
 from .ui.cliparse import CliParser, delete_target
-from .ui.commands import CLI, add_arguments, commands_of, copy_terms, option_words, policy_of
+from .ui.commands import (
+    CLI,
+    add_arguments,
+    command,
+    commands_of,
+    copy_terms,
+    option_words,
+    policy_of,
+)
 from .ui.progress import progress_bar
 from .ui.render import format_metrics, format_table, object_summary, short_time
 from .ui.storeargs import add_storage_option_arguments, cli_store
@@ -180,8 +188,8 @@ def cmd_gc(store: Store, args: argparse.Namespace) -> int:
     from .storage.store import STORE_FILE
 
     if not store.backend.exists(STORE_FILE):
-        raise StoreError(f"{store.url!r} is not a ckpt_notebook store (no {STORE_FILE}); "
-                         "check --store")
+        raise StoreError(f"{store.url!r} is not a ckpt_notebook store (no {STORE_FILE})",
+                         url=store.url, hint="check --store")
     print(store.gc(dry_run=args.dry_run))
     return 0
 
@@ -407,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, BrokenPipeError):  # `ckpt ls | head`: the reader went away
             _silence_stdout()
             return 1
-        _fail(str(err) or type(err).__name__)
+        _fail(option_words(err, command(args.command), CLI) or type(err).__name__)
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130
@@ -417,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"ckpt: error: {' '.join(option_words(message).splitlines())}", file=sys.stderr)
+    print(f"ckpt: error: {' '.join(message.splitlines())}", file=sys.stderr)
 
 
 def _silence_stdout() -> None:

@@ -33,8 +33,10 @@ what was wrong, where, and how to fix it. Backend errors are translated at the b
 
 Every error may carry the facts it is about, as keyword-only attributes that default to
 None: ``ref`` (the REF as given), ``url`` (a store, source or Hub URL), ``path`` (a file or
-folder) and ``hint`` (the fix, in the words of the Python API). ``str(err)`` is the one-line
-message: :attr:`CkptError.message` (what was wrong), then ``"; "`` and the hint, if any.
+folder), ``hint`` (the fix, in the words of the Python API) and ``keyword`` (the keyword
+argument the message tells the caller to pass, as it is written there: ``force=True``; a
+command line that has an option for it says the option instead). ``str(err)`` is the
+one-line message: :attr:`CkptError.message` (what was wrong), then ``"; "`` and the hint.
 """
 
 from __future__ import annotations
@@ -71,19 +73,22 @@ __all__ = [
 class CkptError(Exception):
     """Base class of every ckpt_notebook error.
 
-    ``CkptError(message, ref=..., url=..., path=..., hint=...)``: the facts are optional and
-    keyword-only; the hint is appended to the message after ``"; "``.
+    ``CkptError(message, ref=..., url=..., path=..., hint=..., keyword=...)``: the facts are
+    optional and keyword-only; the hint is appended to the message after ``"; "``.
     """
 
     ref: str | None
     url: str | None
     path: str | None
     hint: str | None
+    keyword: str | None
 
     def __init__(self, *args: object, ref: str | None = None, url: str | None = None,
-                 path: str | None = None, hint: str | None = None) -> None:
+                 path: str | None = None, hint: str | None = None,
+                 keyword: str | None = None) -> None:
         super().__init__(*args)
         self.ref, self.url, self.path, self.hint = ref, url, path, hint
+        self.keyword = keyword
 
     @property
     def message(self) -> str:

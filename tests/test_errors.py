@@ -256,3 +256,28 @@ def test_import_errors_is_light() -> None:
     ours = {m for m in out if m.split(".")[0] == "ckpt_notebook"}
     assert ours == {"ckpt_notebook", "ckpt_notebook._version", "ckpt_notebook.errors"}
     assert all(m.split(".")[0] in sys.stdlib_module_names for m in set(out) - ours), out
+
+
+# -- the command line's words -------------------------------------------------------------------
+def test_a_named_keyword_is_said_as_the_commands_option() -> None:
+    from ckpt_notebook.ui.commands import CLI, MAGIC, command, option_words
+
+    refusal = ProtectedCheckpointError("x is pinned", hint="delete it with force=True",
+                                       keyword="force=True")
+    assert option_words(refusal, command("delete"), CLI) == "x is pinned; delete it with --force"
+    assert option_words(refusal, command("delete"), MAGIC).endswith("with --force")
+    # a command with no option for the keyword keeps the Python words; so does an error
+    # that names no keyword, whatever its text holds
+    assert option_words(refusal, command("pin"), CLI) == str(refusal)
+    plain = CkptError("a folder named force=True")
+    assert option_words(plain, command("delete"), CLI) == str(plain)
+
+
+def test_the_cli_says_force_for_a_protected_checkpoint(store: Store,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from ckpt_notebook.cli import main
+
+    assert main(["delete", "resnet-v1", "--store", store.url]) == 1
+    err = capsys.readouterr().err
+    assert err == ("ckpt: error: resnet-v1 is a named (immutable) checkpoint; delete it with "
+                   "--force if you really mean to\n")

@@ -62,7 +62,7 @@ def snapshot(name: str, obj: Any, *, allow_pickle: bool = False,
         raise CaptureError(
             f"cannot save {name!r}: a {type_name(obj)} is neither Stateful (state_dict / "
             "load_state_dict) nor a plain value; give it those two methods, or pass "
-            f"allow_pickle=True for {name!r}"
+            f"allow_pickle=True for {name!r}", keyword="allow_pickle=True"
         )
     enc = Encoder(name, allow_pickle=allow_pickle, pool=pool, copy=copy, mirror=mirror)
     tree = enc.encode(_state_of(obj, kind))

@@ -261,7 +261,7 @@ def check_module_state(module: torch.nn.Module, state: Mapping[str, Any], *, nam
             raise RestoreError(
                 f"cannot restore {name}: {key} has shape {saved} in the checkpoint but {model} "
                 "in the model; nothing was changed (rebuild the model as it was saved, or "
-                "restore with strict=False to skip it)"
+                "restore with strict=False to skip it)", keyword="strict=False"
             )
         unexpected.append(f"{key} (shape {saved}, model {model})")
     if strict and (missing or unexpected):
@@ -271,7 +271,8 @@ def check_module_state(module: torch.nn.Module, state: Mapping[str, Any], *, nam
         if unexpected:
             parts.append(f"unexpected keys {_few(unexpected)}")
         raise RestoreError(f"cannot restore {name}: {' and '.join(parts)}; nothing was changed "
-                           "(restore with strict=False to load the keys that match)")
+                           "(restore with strict=False to load the keys that match)",
+                           keyword="strict=False")
     return missing, unexpected
 
 

@@ -28,6 +28,7 @@ __all__ = ["Decoder", "Encoder", "PickleEntry", "TensorEntry"]
 
 TAGS = frozenset({"__tensor__", "__ndarray__", "__tuple__", "__dict__", "__float__",
                   "__bytes__", "__set__", "__npscalar__", "__torch__", "__pickle__"})
+ALLOW_PICKLE = "allow_pickle=True"  # the keyword a refusal to pickle names (its ``keyword``)
 
 
 @dataclass
@@ -142,7 +143,7 @@ class Encoder:
             raise PickleRequiredError(
                 f"cannot save {self._where(path)}: a {what} can only be saved with pickle; "
                 f"pass allow_pickle=True for {self.name!r} if you trust whoever restores it, "
-                "or save a plain value instead"
+                "or save a plain value instead", keyword=ALLOW_PICKLE
             )
         try:
             data = pickle.dumps(value, protocol=5)
@@ -207,11 +208,13 @@ class Decoder:
         if tag == "__torch__":
             return _torch_value(*arg)
         if not self.pickles:
-            raise RestoreError("the saved state holds a pickled value, which was not loaded; "
-                               "pass allow_pickle=True only if you trust whoever wrote it")
+            raise RestoreError("the saved state holds a pickled value, which was not loaded",
+                               hint="pass allow_pickle=True only if you trust whoever wrote it",
+                               keyword=ALLOW_PICKLE)
         data = self.pickles[_index(arg, len(self.pickles), tag)]
         if data is None:
-            raise RestoreError("a pickled value was not loaded; pass allow_pickle=True")
+            raise RestoreError("a pickled value was not loaded", hint="pass allow_pickle=True",
+                               keyword=ALLOW_PICKLE)
         return pickle.loads(data)  # noqa: S301 - only reached with allow_pickle=True
 
 

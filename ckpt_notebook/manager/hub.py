@@ -244,18 +244,18 @@ def plan_copy(src: str | os.PathLike[str], to: str | Store | None = None, *,
         hub_only = [terms.key(k) for k, v in given.items() if v]
         if hub_only:
             verb = "is" if len(hub_only) == 1 else "are"
-            raise ValueError(f"{', '.join(hub_only)} {verb} for Hub uploads only "
-                             f"({terms.hub})")
+            raise InvalidArgumentError(f"{', '.join(hub_only)} {verb} for Hub uploads only "
+                                       f"({terms.hub})")
         if not name:
-            raise ValueError(terms.missing_name)
+            raise InvalidArgumentError(terms.missing_name)
         dest = open_to(to) if open_to is not None and isinstance(to, str) else to
         new_name = name
         return CopyPlan(f"copy {name}", upload=False, dry_run=False, run=lambda progress:
                         copying.copy(src, new_name, to=dest, store=store, progress=progress,
                                      archive_limits=archive_limits))
     if name is not None:
-        raise ValueError(f"a Hub upload takes no name ({terms.key('name')} is not used): the "
-                         f"files go to {to} as they are")
+        raise InvalidArgumentError(f"a Hub upload takes no name ({terms.key('name')} is not "
+                                   f"used): the files go to {to} as they are", url=str(to))
     url = hub_target(str(to), remote_dir=remote_dir, repo_type=repo_type, revision=revision,
                      terms=terms)
     folder = expand_source(os.fspath(src))
@@ -271,14 +271,17 @@ def hub_target(url: str, *, remote_dir: str | None = None, repo_type: str | None
     repo_id, url_revision, url_type, sub = parse_hf_url(url)
     kind = url.removeprefix("hf://").strip("/").split("/", 1)[0]
     if repo_type and kind in _KINDS and repo_type != url_type:
-        raise ValueError(f"{terms.key('repo_type')} {repo_type} disagrees with {url!r} "
-                         f"({kind}/ names a {url_type} repo); give the repo type once")
+        raise InvalidArgumentError(f"{terms.key('repo_type')} {repo_type} disagrees with "
+                                   f"{url!r} ({kind}/ names a {url_type} repo)", url=url,
+                                   hint="give the repo type once")
     if revision and url_revision and revision != url_revision:
-        raise ValueError(f"{terms.key('revision')} {revision} disagrees with @{url_revision} "
-                         f"in {url!r}; give the revision once")
+        raise InvalidArgumentError(f"{terms.key('revision')} {revision} disagrees with "
+                                   f"@{url_revision} in {url!r}", url=url,
+                                   hint="give the revision once")
     folder = (remote_dir or "").strip("/")
     if folder and sub and folder != sub:
-        raise ValueError(f"{terms.key('remote_dir')} {folder} disagrees with the folder "
-                         f"{sub!r} in {url!r}; give the folder once")
+        raise InvalidArgumentError(f"{terms.key('remote_dir')} {folder} disagrees with the "
+                                   f"folder {sub!r} in {url!r}", url=url,
+                                   hint="give the folder once")
     return HubUpload(repo_id, url_revision or revision, repo_type or url_type,
                      path_in_repo=sub or folder).url

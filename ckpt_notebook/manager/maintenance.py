@@ -124,6 +124,9 @@ def unpin(store: Store, ref: str) -> CheckpointInfo:
     return info
 
 
+_FORCE = "force=True"  # what a refusal tells the caller to pass
+
+
 def delete(store: Store, ref: str, *, force: bool = False) -> CheckpointInfo:
     """Delete one checkpoint (blobs are freed by the next gc). Named or pinned ones need
     ``force``: names are meant to stay. With ``force``, a checkpoint whose manifest is lost or
@@ -140,14 +143,15 @@ def delete(store: Store, ref: str, *, force: bool = False) -> CheckpointInfo:
         more = f" and {len(in_use) - 1} more" if len(in_use) > 1 else ""
         raise ProtectedCheckpointError(
             f"{info.id} is in use: {in_use[0]}{more}", ref=ref, url=store.url,
-            hint="delete it with force=True once that copy is no longer needed")
+            hint="delete it with force=True once that copy is no longer needed", keyword=_FORCE)
     if not force and info.named:
         raise ProtectedCheckpointError(f"{info.id} is a named (immutable) checkpoint", ref=ref,
-                                       url=store.url,
+                                       url=store.url, keyword=_FORCE,
                                        hint="delete it with force=True if you really mean to")
     if not force and info.id in store.pins.ids():
         raise ProtectedCheckpointError(f"{info.id} is pinned", ref=ref, url=store.url,
-                                       hint="unpin it first or delete it with force=True")
+                                       hint="unpin it first or delete it with force=True",
+                                       keyword=_FORCE)
     store.delete(info.id)
     uses.forget(store, info.id)
     return info

@@ -132,6 +132,6 @@ def refuse_pickles(ckpt_id: str, saved: Mapping[str, Any], plan: Sequence[str],
         if pickled:
             path = pickled[0]["path"] or "the value"
             raise RestoreError(
-                f"checkpoint {ckpt_id} holds pickled data in {name!r} ({path}); restore with "
-                "allow_pickle=True only if you trust whoever wrote it"
-            )
+                f"checkpoint {ckpt_id} holds pickled data in {name!r} ({path})", ref=ckpt_id,
+                hint="restore with allow_pickle=True only if you trust whoever wrote it",
+                keyword="allow_pickle=True")

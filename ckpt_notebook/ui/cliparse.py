@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from ..errors import CkptError
+from ..errors import CkptError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from ..storage import Store
@@ -47,12 +47,13 @@ class CliParser(argparse.ArgumentParser):
 
 def confirm(question: str, *, yes: bool, refusal: str, stdin: TextIO | None = None) -> bool:
     """True with ``--yes``, or when a person at a terminal answers y; off a terminal, without
-    ``--yes``, raise ``ValueError(refusal)``; a 'no' (or no answer) returns False."""
+    ``--yes``, raise :class:`InvalidArgumentError` (a ValueError) saying ``refusal``; a 'no'
+    (or no answer) returns False."""
     if yes:
         return True
     stdin = sys.stdin if stdin is None else stdin
     if not stdin.isatty():
-        raise ValueError(refusal)
+        raise InvalidArgumentError(refusal)
     print(f"{question} [y/N] ", end="", flush=True)
     answer = stdin.readline().strip().lower()
     if not answer:

@@ -8,9 +8,9 @@ parser. A command or an argument that only one interface has says so (``only=CLI
 ``only=MAGIC``); where the two differ in wording, the difference is declared
 (``magic_help``), never a second copy.
 
-Its imports are argparse, the argument types and three constants' modules (retention, the
-store's request lifetime, the dashboard's token variable): ``ckpt --help`` and ``%load_ext``
-load no manager, torch, panel, ipywidgets or huggingface_hub through it.
+Its imports are argparse, the errors, the argument types and three constants' modules
+(retention, the store's request lifetime, the dashboard's token variable): ``ckpt --help``
+and ``%load_ext`` load no manager, torch, panel, ipywidgets or huggingface_hub through it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..errors import InvalidArgumentError
 from ..retention import Policy
 from ..storage.control import REQUEST_LIFETIME_S
 from ..types import NAME_RULE
@@ -49,17 +50,19 @@ MAGIC: Interface = "magic"
 @dataclass(frozen=True)
 class Arg:
     """One argument: its flags (or a positional's name) and ``add_argument``'s keywords.
-    Arguments of one ``group`` are mutually exclusive."""
+    Arguments of one ``group`` are mutually exclusive. ``keyword``: the Python API's keyword
+    argument this option stands for, as errors name it (``force=True``, their ``keyword``)."""
 
     flags: tuple[str, ...]
     options: Mapping[str, Any] = field(default_factory=dict)
     only: Interface | None = None
     group: str | None = None
+    keyword: str | None = None
 
 
 def arg(*flags: str, only: Interface | None = None, group: str | None = None,
-        **options: Any) -> Arg:
-    return Arg(flags, options, only, group)
+        keyword: str | None = None, **options: Any) -> Arg:
+    return Arg(flags, options, only, group, keyword)
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("restore", "load a checkpoint into the objects bound to the same names", (
         arg("ref", nargs="?", default="latest", metavar="REF", help="default: latest"),
         _flag("--weights-only", "modules only"),
-        _flag("--no-strict", "skip missing, unexpected and mismatched keys"),
-        _flag("--allow-pickle", "unpickle pickled values (only from a store you trust)"),
+        _flag("--no-strict", "skip missing, unexpected and mismatched keys",
+              keyword="strict=False"),
+        _flag("--allow-pickle", "unpickle pickled values (only from a store you trust)",
+              keyword="allow_pickle=True"),
     ), only=MAGIC),
     Command("list", "list the checkpoints with their retention status", only=MAGIC),
     Command("ls", "list every checkpoint, newest first (as every UI lists them)",
@@ -158,7 +163,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("unpin", "let the retention policy decide about a checkpoint again", (REF,),
             needs_store=True),
     Command("delete", "delete one checkpoint (named or pinned ones need --force)", (
-        REF, _flag("--force", "also a named or pinned checkpoint"),
+        REF, _flag("--force", "also a named or pinned checkpoint", keyword="force=True"),
         _flag("--yes", "no question when REF is not the id or name (latest, best.<metric>, a "
               "prefix): delete what it names now", only=CLI),
     ), needs_store=True),
@@ -305,32 +310,33 @@ POLICY_RULES = ("keep_last", "keep_best", "monitor", "mode", "keep_every", "keep
 def policy_of(args: argparse.Namespace) -> Policy | None:
     """The retention policy ``policy``'s options set: ``None`` when they set nothing (show
     the policy), an empty one for ``--clear``; options that cannot mean what was asked raise
-    ValueError naming them."""
+    :class:`~ckpt_notebook.errors.InvalidArgumentError` (a ValueError) naming them."""
     rules = {k: getattr(args, k) for k in POLICY_RULES if getattr(args, k) is not None}
     if not args.clear and not rules:
         return None
     if rules and args.clear:
-        raise ValueError("--clear removes every rule; give it alone, or give only the rules "
-                         "(setting rules replaces the whole policy)")
+        raise InvalidArgumentError("--clear removes every rule",
+                                   hint="give it alone, or give only the rules (setting rules "
+                                        "replaces the whole policy)")
     if "keep_best" in rules and "monitor" not in rules:
-        raise ValueError("--keep-best needs --monitor METRIC, the metric to rank by "
-                         "(e.g. --keep-best 2 --monitor val_loss)")
+        raise InvalidArgumentError("--keep-best needs --monitor METRIC, the metric to rank by "
+                                   "(e.g. --keep-best 2 --monitor val_loss)")
     if "keep_best" not in rules and rules.keys() & {"monitor", "mode"}:
-        raise ValueError("--monitor and --mode say what --keep-best ranks by; give "
-                         "--keep-best N too (e.g. --keep-best 2 --monitor val_loss)")
+        raise InvalidArgumentError("--monitor and --mode say what --keep-best ranks by",
+                                   hint="give --keep-best N too (e.g. --keep-best 2 --monitor "
+                                        "val_loss)")
     return Policy(**rules)
 
 
-_KEYWORD_OPTIONS = {"strict=False": "--no-strict", "force=True": "--force",
-                    "allow_pickle=True": "--allow-pickle"}
-
-
-def option_words(message: str) -> str:
-    """Errors from the Python API name keyword arguments (``force=True``); the CLI's and the
-    magic's users have options (``--force``)."""
-    for keyword, option in _KEYWORD_OPTIONS.items():
-        message = message.replace(keyword, option)
-    return message
+def option_words(err: BaseException, cmd: Command, interface: Interface) -> str:
+    """``str(err)`` as the user of ``cmd`` reads it: an error that names a Python keyword
+    argument (its ``keyword`` fact, ``force=True``) names ``cmd``'s option declared for that
+    keyword instead (``--force``), where ``interface`` has one."""
+    text = str(err)
+    keyword = getattr(err, "keyword", None)
+    option = next((a.flags[0] for a in cmd.args_for(interface)
+                   if keyword is not None and a.keyword == keyword), None)
+    return text.replace(keyword, option) if keyword and option else text
 
 
 def copy_terms() -> CopyTerms:

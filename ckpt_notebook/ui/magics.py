@@ -22,6 +22,7 @@ from ..types import CheckpointInfo, format_bytes
 from .commands import (
     MAGIC,
     add_arguments,
+    command,
     commands_of,
     copy_terms,
     option_words,
@@ -90,23 +91,24 @@ class CheckpointMagics(Magics):
         if not argv or argv[0] in ("-h", "--help", "help"):
             print(USAGE)
             return
-        command, rest = argv[0], argv[1:]
-        parser = self.parsers.get(command)
+        subcommand, rest = argv[0], argv[1:]
+        parser = self.parsers.get(subcommand)
         if parser is None:
-            raise UsageError(f"%checkpoint: unknown subcommand {command!r}; one of "
+            raise UsageError(f"%checkpoint: unknown subcommand {subcommand!r}; one of "
                              f"{', '.join(self.parsers)}")
         if rest and rest[0] in ("-h", "--help"):
             parser.print_help()
             return
         args = parser.parse_args(rest)
         try:
-            result = self.handlers[command](get_session(self.shell), args)
+            result = self.handlers[subcommand](get_session(self.shell), args)
         except UsageError:
             raise
         except (CkptError, ValueError, NameError, OSError) as err:
-            raise UsageError(f"%checkpoint {command}: {option_words(str(err))}") from None
+            raise UsageError(f"%checkpoint {subcommand}: "
+                             f"{option_words(err, command(subcommand), MAGIC)}") from None
         except Exception as err:  # never a traceback wall in the notebook
-            raise UsageError(f"%checkpoint {command}: {type(err).__name__}: {err}") from None
+            raise UsageError(f"%checkpoint {subcommand}: {type(err).__name__}: {err}") from None
         if isinstance(result, str):
             print(result)
         elif result is not None:
