@@ -281,3 +281,12 @@ def test_the_cli_says_force_for_a_protected_checkpoint(store: Store,
     err = capsys.readouterr().err
     assert err == ("ckpt: error: resnet-v1 is a named (immutable) checkpoint; delete it with "
                    "--force if you really mean to\n")
+
+
+def test_a_reserved_object_name_is_an_invalid_argument(tmp_path: Path) -> None:
+    from ckpt_notebook import Checkpointer
+    from ckpt_notebook.capture import RNG_NAME
+
+    with pytest.raises(InvalidArgumentError) as caught:
+        Checkpointer(tmp_path / "s").track(**{RNG_NAME: object()})
+    assert caught.value.hint == "use another name" and isinstance(caught.value, ValueError)

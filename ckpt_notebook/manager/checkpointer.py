@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .. import capture, retention
-from ..errors import BackgroundSaveError
+from ..errors import BackgroundSaveError, InvalidArgumentError
 from ..storage import Store, StoreProblem, VerifyProblem
 from ..types import CheckpointInfo, Progress, RestoreReport, utc_now, validate_name
 from .committing import name_taken
@@ -133,7 +133,8 @@ class Checkpointer:
         """Add (or replace) objects to save, by name."""
         for name, obj in objects.items():
             if name == capture.RNG_NAME:
-                raise ValueError(f"{name!r} is reserved for the RNG state; use another name")
+                raise InvalidArgumentError(f"{name!r} is reserved for the RNG state",
+                                           hint="use another name")
             self.objects[name] = obj
 
     # -- save ----------------------------------------------------------------------------
