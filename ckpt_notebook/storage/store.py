@@ -46,6 +46,7 @@ from .blobs import BlobStore, blob_path
 from .control import MetricHistory, PinSet, PolicyFile, RequestQueue
 from .hashing import hash_chunks
 from .index import MANIFEST_DIR, RECORD_SUFFIX, Index
+from .manifest import Manifest
 from .trust import check_id, seal, unseal
 
 __all__ = ["GcReport", "Store", "StoreProblem", "Unreadable", "VerifyProblem"]
@@ -179,24 +180,22 @@ class Store:
     def record_path(ckpt_id: str) -> str:
         return f"{MANIFEST_DIR}/{check_id(ckpt_id, where='checkpoint')}{RECORD_SUFFIX}"
 
-    def commit(self, info: CheckpointInfo, *, objects: dict[str, Any], blobs: dict[str, int],
-               files: dict[str, Any] | None = None,
-               library_versions: dict[str, str] | None = None) -> None:
+    def commit(self, manifest: Manifest) -> None:
         """Write the manifest (the commit), then its commit record. Never replaces an
         existing checkpoint."""
-        raw = manifest_format.encode(info, objects=objects, blobs=blobs, files=files,
-                                     library_versions=library_versions)
+        info = manifest.checkpoint
+        raw = manifest_format.encode(manifest)
         self.backend.write_atomic(self.manifest_path(info.id), [raw], exclusive=True)
         record = {"id": info.id, "created": info.created, "manifest": hash_chunks([raw])}
         # Committed already: a record that cannot be written only weakens loss detection.
         with contextlib.suppress(OSError):
             self.backend.write_atomic(self.record_path(info.id), [seal(record)], durable=False)
 
-    def manifest(self, ckpt_id: str) -> dict[str, Any]:
+    def manifest(self, ckpt_id: str) -> Manifest:
         """The checkpoint's manifest, unsealed and validated (see :mod:`.manifest`)."""
         return self._manifest(ckpt_id)[0]
 
-    def _manifest(self, ckpt_id: str) -> tuple[dict[str, Any], bytes]:
+    def _manifest(self, ckpt_id: str) -> tuple[Manifest, bytes]:
         rel = self.manifest_path(ckpt_id)
         try:
             raw = self.backend.read_bytes(rel)
@@ -207,7 +206,7 @@ class Store:
                                       expected_id=ckpt_id), raw
 
     def info(self, ckpt_id: str) -> CheckpointInfo:
-        return manifest_format.info_of(self.manifest(ckpt_id))
+        return self.manifest(ckpt_id).checkpoint
 
     def exists(self, ckpt_id: str) -> bool:
         return self.backend.exists(self.manifest_path(ckpt_id))
@@ -276,9 +275,9 @@ class Store:
         where = blob_owners(doc)
         seen = {} if seen is None else seen
         problems = []
-        for digest, size in doc["blobs"].items():
+        for digest, size in doc.blobs.items():
             if digest not in seen:
-                seen[digest] = self.blobs.check(digest, int(size))
+                seen[digest] = self.blobs.check(digest, size)
             problem = seen[digest]
             if problem is not None:
                 problems.append(VerifyProblem(ckpt_id, digest, where.get(digest, "?"), problem))
@@ -298,7 +297,7 @@ class Store:
                 raw = self.backend.read_bytes(self.manifest_path(ckpt_id))
                 refs.update(m.decode() for m in _DIGEST_IN_TEXT.findall(raw))
                 continue
-            refs.update(doc["blobs"])
+            refs.update(doc.blobs)
         return refs
 
     def unreferenced_blobs(self, stored: dict[str, str] | None = None) -> dict[str, str]:
@@ -413,17 +412,17 @@ def writer_alive(tmp_name: str) -> bool | None:
     return True
 
 
-def blob_owners(doc: dict[str, Any]) -> dict[str, str]:
+def blob_owners(doc: Manifest) -> dict[str, str]:
     """For error messages: which object and tensors (or files) each blob of a manifest holds."""
     owners: dict[str, list[str]] = {}
-    for name, obj in doc.get("objects", {}).items():
-        for t in obj.get("tensors", ()):
-            owners.setdefault(t["blob"], []).append(f"{name}: tensor {t['path']}")
-        for p in obj.get("pickles", ()):
-            what = f"pickled {p['path']}" if p["path"] else "pickled value"
-            owners.setdefault(p["blob"], []).append(f"{name}: {what}")
-    for path, entry in (doc.get("files") or {}).items():
-        owners.setdefault(entry["blob"], []).append(f"file {path}")
+    for name, obj in doc.objects.items():
+        for t in obj.tensors:
+            owners.setdefault(t.blob, []).append(f"{name}: tensor {t.path}")
+        for p in obj.pickles:
+            what = f"pickled {p.path}" if p.path else "pickled value"
+            owners.setdefault(p.blob, []).append(f"{name}: {what}")
+    for path, entry in (doc.files or {}).items():
+        owners.setdefault(entry.blob, []).append(f"file {path}")
     out = {}
     for digest, names in owners.items():
         more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
