@@ -59,14 +59,15 @@ def make_store(root: Path, count: int, options: Options) -> None:
     import torch
 
     from ckpt_notebook import Checkpointer, Store
-    from ckpt_notebook.types import CheckpointInfo, utc_now
+    from ckpt_notebook.storage.manifest import Manifest
+    from ckpt_notebook.types import utc_now
 
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
     first = Checkpointer(str(root), run="run-0", model=model, rng=False,
                          async_save=False).save(step=0, metrics={"loss": 1.0, "acc": 0.0})
     store = Store(str(root))
     doc = store.manifest(first.id)
-    base = CheckpointInfo.from_json(doc["checkpoint"])
+    base = doc.checkpoint
     options.log(f"committing {count - 1} more manifests")
     for k in range(1, count):
         run, step = f"run-{k % RUNS}", (k // RUNS + 1) * 10
@@ -75,7 +76,7 @@ def make_store(root: Path, count: int, options: Options) -> None:
             base, id=f"20260101-{k:06d}-{k % 4096:03x}", run=run, step=step,
             created=utc_now(), metrics={"loss": loss, "acc": 1 - loss},
             tags=("warmup",) if step < 100 else (), parent=None, new_bytes=0)
-        store.commit(info, objects=doc["objects"], blobs=doc["blobs"])
+        store.commit(Manifest(info, doc.blobs, doc.objects))
     for r in range(RUNS):
         store.history.write_segment(f"run-{r}", "seg-0", (
             {"step": s, "time": s, "metrics": {"loss": 1.0 / (1 + s / 100), "acc": s / 10_000}}
@@ -130,7 +131,8 @@ def browser_timings(server: Server, root: Path, repeats: int,
     if not os.path.exists(CHROMIUM):
         return {}, "skipped: chromium is not installed (make browser)"
     from ckpt_notebook import Store
-    from ckpt_notebook.types import CheckpointInfo, utc_now
+    from ckpt_notebook.storage.manifest import Manifest
+    from ckpt_notebook.types import utc_now
 
     store = Store(str(root))
     some = store.list()[-1]
@@ -148,10 +150,10 @@ def browser_timings(server: Server, root: Path, repeats: int,
                 into.samples.append(time.perf_counter() - start)
             page.get_by_text("prunable now:").wait_for(timeout=60_000)  # the page is settled
             new_id = f"29990101-live{n:02d}"
-            info = dataclasses.replace(CheckpointInfo.from_json(doc["checkpoint"]), id=new_id,
-                                       step=10**7 + n, created=utc_now())
+            info = dataclasses.replace(doc.checkpoint, id=new_id, step=10**7 + n,
+                                       created=utc_now())
             start = time.perf_counter()
-            store.commit(info, objects=doc["objects"], blobs=doc["blobs"])
+            store.commit(Manifest(info, doc.blobs, doc.objects))
             page.locator(".tabulator-row", has_text=new_id).first.wait_for(timeout=30_000)
             live.samples.append(time.perf_counter() - start)
             context.close()

@@ -145,7 +145,7 @@ def test_device_mapping_to_target(store_dir: Path) -> None:
     model = mlp().to(torch.float64)
     ckn.Checkpointer(store_dir, model=model, rng=False).save(wait=True)
     meta_saved = ckn.Store(store_dir).manifest(ckn.Store(store_dir).list()[0].id)
-    assert meta_saved["objects"]["model"]["tensors"][0]["device"] == "cpu"
+    assert meta_saved.objects["model"].tensors[0].device == "cpu"
     target = mlp(seed=4).to(torch.float64)
     ckn.Checkpointer(store_dir, model=target, rng=False).restore()
     assert torch.equal(target[0].weight, model[0].weight)

@@ -162,7 +162,7 @@ def test_ls_ten_thousand_checkpoints(capsys: pytest.CaptureFixture[str], tmp_pat
                               created=f"2024-01-01T00:00:00.{i:06d}+00:00",
                               metrics={"loss": 1 / (i + 1)}, logical_bytes=1000 + i,
                               new_bytes=i)
-        raw = manifest_format.encode(info, objects={}, blobs={})
+        raw = manifest_format.encode(manifest_format.Manifest(info, {}, {}))
         (root / "manifests" / f"{info.id}.json").write_bytes(raw)
     for _ in range(2):  # the first run builds index.json, the second reads it
         code, out, err = ckpt(capsys, "ls", "--store", str(root))
@@ -245,7 +245,7 @@ def test_verify_ok(capsys: pytest.CaptureFixture[str], store: Path, ids: list[st
 def test_verify_flipped_byte_fails(capsys: pytest.CaptureFixture[str], store: Path,
                                    ids: list[str]) -> None:
     doc = Store(str(store)).manifest(ids[2])
-    digest = next(iter(doc["blobs"]))
+    digest = next(iter(doc.blobs))
     path = store / "blobs" / digest[:2] / digest
     assert path in blob_files(store)
     flip_byte(path)
@@ -264,7 +264,7 @@ def test_verify_flipped_byte_fails(capsys: pytest.CaptureFixture[str], store: Pa
 
 def test_verify_missing_blob(capsys: pytest.CaptureFixture[str], store: Path,
                              ids: list[str]) -> None:
-    for digest in Store(str(store)).manifest("good")["blobs"]:
+    for digest in Store(str(store)).manifest("good").blobs:
         (store / "blobs" / digest[:2] / digest).unlink()
     code, out, err = ckpt(capsys, "verify", "good", "--store", str(store))
     assert code == 1
@@ -288,8 +288,8 @@ def test_verify_empty_store(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 def test_gc_dry_run_then_gc(capsys: pytest.CaptureFixture[str], store: Path,
                             ids: list[str]) -> None:
     s = Store(str(store))
-    gone = set(s.manifest(ids[0])["blobs"]) - set(s.manifest(ids[1])["blobs"]) \
-        - set(s.manifest(ids[2])["blobs"])
+    gone = set(s.manifest(ids[0]).blobs) - set(s.manifest(ids[1]).blobs) \
+        - set(s.manifest(ids[2]).blobs)
     assert gone
     s.delete(ids[0])
     (store / "tmp").mkdir(exist_ok=True)

@@ -131,10 +131,10 @@ def test_copy_folder_with_a_large_file(big: dict[str, Any], tmp_path: Path) -> N
     s = Store(str(root))
     assert s.verify("big-v1") == []
     doc = s.manifest("big-v1")
-    assert set(doc["files"]) == set(tree(src))
-    assert doc["files"]["sub/run.sh"]["executable"] is True
-    assert doc["files"]["weights.bin"]["executable"] is False
-    assert doc["files"]["big.bin"]["size"] == BIG
+    assert doc.files is not None and set(doc.files) == set(tree(src))
+    assert doc.files["sub/run.sh"].executable is True
+    assert doc.files["weights.bin"].executable is False
+    assert doc.files["big.bin"].size == BIG
     # materialize: identical bytes, read-only files, executables stay executable
     seen: list[tuple[int, int]] = []
     out = materialize_report("big-v1", tmp_path / "out", store=str(root),
@@ -267,7 +267,7 @@ def test_copy_single_file(tmp_path: Path, store: Path) -> None:
     f.write_bytes(b"\x00weights" * 1000)
     info = copying.copy(f, "one-file", store=str(store))
     assert info.logical_bytes == f.stat().st_size
-    assert set(Store(str(store)).manifest("one-file")["files"]) == {"model.safetensors"}
+    assert set(Store(str(store)).manifest("one-file").files) == {"model.safetensors"}
     out = materializing.materialize("one-file", tmp_path / "out", store=str(store))
     assert (out / "model.safetensors").read_bytes() == f.read_bytes()
 
@@ -278,7 +278,7 @@ def test_copy_of_a_materialized_folder_leaves_the_marker_out(models: Path, store
     out = materializing.materialize("m1", tmp_path / "out", store=str(store))
     info = copying.copy(out, "m1-again", store=str(store))
     assert info.new_bytes == 0
-    assert MARKER not in Store(str(store)).manifest("m1-again")["files"]
+    assert MARKER not in Store(str(store)).manifest("m1-again").files
 
 
 def test_use_sets_the_checkpoint_path(models: Path, store: Path, tmp_path: Path) -> None:
@@ -303,7 +303,7 @@ def test_a_folder_holding_the_store_is_copied_without_it(tmp_path: Path) -> None
     store = project / "checkpoints"  # the default store lives in the notebook's folder
     copying.copy(project / "sub", "first", store=str(store))
     info = copying.copy(project, "project", store=str(store))
-    files = Store(str(store)).manifest("project")["files"]
+    files = Store(str(store)).manifest("project").files
     assert not [f for f in files if f.startswith("checkpoints/")]
     assert set(files) == set(tree(project)) - {f for f in tree(project)
                                                if f.startswith("checkpoints/")}
@@ -530,7 +530,7 @@ def test_copy_a_ref_in_the_same_store_writes_no_blob(models: Path, store: Path) 
     assert info.new_bytes == 0 and info.parent == "m1" and info.kind == "files"
     assert blob_count(store) == blobs
     s = Store(str(store))
-    assert s.manifest("m1-again")["files"] == s.manifest("m1")["files"]
+    assert s.manifest("m1-again").files == s.manifest("m1").files
     assert s.verify("m1-again") == []
 
 
@@ -586,7 +586,7 @@ def test_copy_a_training_checkpoint_keeps_latest(tmp_path: Path, store: Path) ->
     assert named.created == first.created
     s = Store(str(store))
     assert resolve_ref(s, "latest").id == second.id  # the copy did not become `latest`
-    assert s.manifest("baseline")["objects"] == s.manifest(first.id)["objects"]
+    assert s.manifest("baseline").objects == s.manifest(first.id).objects
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -728,7 +728,7 @@ def test_recopy_of_an_unchanged_folder_reads_nothing(models: Path, store: Path,
     assert (again.new_bytes, again.logical_bytes) == (0, first.logical_bytes)
     monkeypatch.undo()
     s = Store(str(store))
-    assert s.manifest("v2")["files"] == s.manifest("v1")["files"]
+    assert s.manifest("v2").files == s.manifest("v1").files
 
 
 def test_hash_cache_notices_changes_and_fresh_files(models: Path, store: Path,

@@ -265,7 +265,7 @@ def test_verify(model: DashboardModel, ids: dict[str, str], store: Path) -> None
     good, bad = ids["a/20"], ids["b/5"]
     assert model.verify(good).ok
     doc = model.store.manifest(bad)
-    digest = max(doc["blobs"], key=lambda d: doc["blobs"][d])
+    digest = max(doc.blobs, key=lambda d: doc.blobs[d])
     blob = store / blob_path(digest)
     os.chmod(blob, 0o644)
     data = bytearray(blob.read_bytes())

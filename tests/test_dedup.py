@@ -154,8 +154,8 @@ def test_a_save_hashes_the_tensors_that_moved_first(store_dir: Path,
 def store_blob_of(store_dir: Path, checkpoint: str, obj: str, key: str) -> bytes:
     store = ckn.Store(store_dir)
     manifest = store.manifest(checkpoint)
-    ref = next(t for t in manifest["objects"][obj]["tensors"] if t["path"] == key)
-    digest = ref["blob"]
+    ref = next(t for t in manifest.objects[obj].tensors if t.path == key)
+    digest = ref.blob
     return (store_dir / "blobs" / digest[:2] / digest).read_bytes()
 
 

@@ -50,9 +50,8 @@ def train(model: torch.nn.Sequential, step: int) -> None:
 
 
 def blob_of(store: Store, ckpt_id: str, obj: str = "model", path: str = "0.weight") -> str:
-    entry = next(t for t in store.manifest(ckpt_id)["objects"][obj]["tensors"]
-                 if t["path"] == path)
-    return str(entry["blob"])
+    entry = next(t for t in store.manifest(ckpt_id).objects[obj].tensors if t.path == path)
+    return str(entry.blob)
 
 
 def blob_file(root: Path, digest: str) -> Path:

@@ -78,13 +78,13 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     doc = store.manifest(info.id)
     owners: dict[str, set[str]] = {}  # blob -> "object: tensor path" it holds
     where: dict[tuple[str, str | None], str] = {}
-    for name, obj in doc["objects"].items():
-        for t in obj.get("tensors", ()):
-            owners.setdefault(t["blob"], set()).add(f"{name}: tensor {t['path']}")
-            where[(name, t["path"])] = t["blob"]
-        for p in obj.get("pickles", ()):
-            owners.setdefault(p["blob"], set()).add(f"{name}: ")
-            where[(name, None)] = p["blob"]
+    for name, obj in doc.objects.items():
+        for t in obj.tensors:
+            owners.setdefault(t.blob, set()).add(f"{name}: tensor {t.path}")
+            where[(name, t.path)] = t.blob
+        for p in obj.pickles:
+            owners.setdefault(p.blob, set()).add(f"{name}: ")
+            where[(name, None)] = p.blob
     return {"root": root, "id": info.id, "doc": doc, "owners": owners, "where": where}
 
 
@@ -92,7 +92,7 @@ def test_every_kind_of_blob_is_covered(saved: dict[str, Any]) -> None:
     """The parametrized blobs are all of the checkpoint's blobs, and they differ."""
     digests = {saved["where"][sel] for sel in BLOBS.values()}
     assert len(digests) == len(BLOBS), "two selectors name the same blob"
-    assert digests == set(saved["doc"]["blobs"]), "a blob of the checkpoint is not tested"
+    assert digests == set(saved["doc"].blobs), "a blob of the checkpoint is not tested"
     assert Store(saved["root"]).verify(saved["id"]) == []
 
 

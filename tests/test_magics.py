@@ -388,7 +388,7 @@ def test_verify(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> Non
     magic(ip, "verify v")
     assert capsys.readouterr().out.strip() == "v: all blobs verify"
     store = store_of(ip)
-    digest = next(iter(store.manifest("v")["blobs"]))
+    digest = next(iter(store.manifest("v").blobs))
     blob = Path(store.url) / "blobs" / digest[:2] / digest
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF

@@ -27,6 +27,7 @@ from ckpt_notebook.retention import Policy
 from ckpt_notebook.storage import Store
 from ckpt_notebook.storage import manifest as manifest_format
 from ckpt_notebook.storage.trust import DIGEST_KEY, is_digest, is_id, seal, unseal
+from ckpt_notebook.types import CheckpointInfo
 
 FLIPS = 120  # bit flips per file kind: seeded, so every run tries the same ones
 
@@ -288,7 +289,7 @@ def test_a_clean_store_verifies(store_root: Path, template: dict[str, Any],
 # -- fuzzing the manifest reader ---------------------------------------------------------------
 def _genuine_doc(template: dict[str, Any]) -> dict[str, Any]:
     store = Store(str(template["root"]))
-    return store.manifest(template["ids"][-1])
+    return store.manifest(template["ids"][-1]).to_json()
 
 
 _JSON = st.recursive(
@@ -337,12 +338,12 @@ def test_fuzz_the_manifest_reader(template: dict[str, Any], data: st.DataObject)
         got = manifest_format.decode(raw, where="fuzz", expected_id=template["ids"][-1])
     except FormatError:
         return
-    assert is_id(got["checkpoint"]["id"])
-    assert all(is_digest(d) for d in got["blobs"])
-    for obj in got["objects"].values():
-        for t in obj.get("tensors", ()):
-            assert t["blob"] in got["blobs"] and t["blob_size"] == got["blobs"][t["blob"]]
-    manifest_format.info_of(got)
+    assert is_id(got.checkpoint.id)
+    assert all(is_digest(d) for d in got.blobs)
+    for obj in got.objects.values():
+        for t in obj.tensors:
+            assert t.blob in got.blobs and t.blob_size == got.blobs[t.blob]
+    assert isinstance(got.checkpoint, CheckpointInfo)
 
 
 @settings(max_examples=150, deadline=None, derandomize=True,

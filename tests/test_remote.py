@@ -453,7 +453,7 @@ def test_copy_checkpoints_between_local_and_s3(s3_server: S3Server, tmp_path: Pa
     up = copy(saved.id, "exported", store=local, to=remote)
     assert up.parent == saved.id and up.step == 5 and up.new_bytes
     assert remote.verify("exported") == []
-    assert remote.manifest("exported")["blobs"] == local.manifest(saved.id)["blobs"]
+    assert remote.manifest("exported").blobs == local.manifest(saved.id).blobs
     again = copy(saved.id, "exported-again", store=local, to=remote)
     assert again.new_bytes == 0  # every blob is already there
     with pytest.raises(CheckpointExistsError):

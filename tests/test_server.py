@@ -363,7 +363,7 @@ async def test_verify(jp_fetch: Any, root: Path) -> None:
     copying.copy(str(root / "models"), "v1", to=store)
     status, doc = await call(jp_fetch, "verify", {"store": "checkpoints", "ref": "v1"})
     assert (status, doc) == (200, {"checkpoint": "v1", "ok": True, "problems": []})
-    digest = max(store.manifest("v1")["blobs"].items(), key=lambda kv: kv[1])[0]
+    digest = max(store.manifest("v1").blobs.items(), key=lambda kv: kv[1])[0]
     blob = root / "checkpoints" / store.blob_path(digest)
     blob.chmod(0o644)
     blob.write_bytes(b"rotten" + blob.read_bytes()[6:])

@@ -115,7 +115,7 @@ def genuine(place: Place) -> dict[str, Any]:
     ck = place.checkpointer(model=model, run="genuine")
     info = ck.save(step=1, wait=True)
     ck.close()
-    return {"id": info.id, "doc": place.store().manifest(info.id),
+    return {"id": info.id, "doc": place.store().manifest(info.id).to_json(),
             "weights": {k: v.clone() for k, v in model.state_dict().items()}}
 
 
@@ -230,7 +230,7 @@ def test_files_whose_paths_lead_outside_are_never_written(
     src.mkdir()
     (src / "a.txt").write_text("a")
     copy(str(src), "files-v1", store=place.store(), progress=False)
-    doc = place.store().manifest("files-v1")
+    doc = place.store().manifest("files-v1").to_json()
     entry = doc["files"]["a.txt"]
     _plant(place, "files-evil", _with_checkpoint(
         {**doc, "files": {"../../../outside/victim/precious.txt": entry}},

@@ -112,7 +112,7 @@ def test_widget_drives_the_store(kernel: tuple[Kernel, Path]) -> None:
     k.run("w.verify()")
     assert "OK" in k.value("w.message.value")
     doc = Store(store_dir).manifest(ckpt)
-    digest = max(doc["blobs"], key=lambda d: int(doc["blobs"][d]))
+    digest = max(doc.blobs, key=lambda d: int(doc.blobs[d]))
     blob = store_dir / "blobs" / digest[:2] / digest
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -13,6 +13,7 @@ when two writers race for one name (the manifest is created exclusively: one win
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import tarfile
@@ -27,6 +28,7 @@ from ..errors import CheckpointExistsError, CkptError, IntegrityError, SourceErr
 from ..storage import Store
 from ..storage.blobs import INLINE_LIMIT, PutResult
 from ..storage.hashing import CHUNK, hasher
+from ..storage.manifest import FileRecord, Manifest
 from ..types import CheckpointInfo, Progress, utc_now, validate_name
 from .archives import ArchiveLimits
 from .committing import name_taken
@@ -124,9 +126,9 @@ def _sync_blob_dirs(dest: Store, results: list[PutResult]) -> None:
         dest.backend.sync_dirs([*(f"blobs/{p}" for p in prefixes), "blobs"])
 
 
-def _commit(dest: Store, name: str, info: CheckpointInfo, **parts: Any) -> None:
+def _commit(dest: Store, name: str, manifest: Manifest) -> None:
     try:
-        dest.commit(info, **parts)
+        dest.commit(manifest)
     except CheckpointExistsError as err:  # another writer took the name while we copied
         raise _taken(name, dest) from err
 
@@ -161,7 +163,7 @@ def _import_files(source: Source, dest: Store, name: str, progress: Progress | N
         results: list[PutResult] = ([put(f) for f in source.files] if source.in_order
                                     else parallel(dest, put, source.files))
         _sync_blob_dirs(dest, results)
-        files = {f.relpath: {"blob": r.digest, "size": r.size, "executable": f.executable}
+        files = {f.relpath: FileRecord(r.digest, r.size, f.executable)
                  for f, r in zip(source.files, results, strict=True)}
         blobs = {r.digest: r.size for r in results}
         info = CheckpointInfo(id=name, name=name, kind="files", created=utc_now(),
@@ -169,8 +171,7 @@ def _import_files(source: Source, dest: Store, name: str, progress: Progress | N
                               new_bytes=sum({r.digest: r.size for r in results if r.new}
                                             .values()),
                               source=source.description)
-        _commit(dest, name, info, objects={}, blobs=blobs, files=files,
-                library_versions=library_versions())
+        _commit(dest, name, Manifest(info, blobs, {}, files, library_versions()))
     return info
 
 
@@ -185,7 +186,7 @@ def _vouched(dest: Store, source: Source) -> set[str]:
     if not prior:
         return set()
     try:
-        return set(dest.manifest(prior[-1].id)["blobs"])
+        return set(dest.manifest(prior[-1].id).blobs)
     except (CkptError, OSError):
         return set()
 
@@ -322,7 +323,7 @@ class _Prefixed(ReadStream):
 def _copy_checkpoint(src: Store, info: CheckpointInfo, dest: Store, name: str,
                      progress: Progress | None) -> CheckpointInfo:
     doc = src.manifest(info.id)
-    blobs: dict[str, int] = {d: int(s) for d, s in doc["blobs"].items()}
+    blobs = doc.blobs
     where = f"checkpoint {info.id}"
     new_bytes = 0
     dest.ensure_writable()
@@ -348,8 +349,7 @@ def _copy_checkpoint(src: Store, info: CheckpointInfo, dest: Store, name: str,
                                           "parent": info.id, "new_bytes": new_bytes,
                                           "source": f"{src.url}#{info.id}",
                                           "committed": True})
-        _commit(dest, name, named, objects=doc["objects"], blobs=blobs, files=doc.get("files"),
-                library_versions=doc.get("library_versions"))
+        _commit(dest, name, dataclasses.replace(doc, checkpoint=named))
     return named
 
 

@@ -115,10 +115,10 @@ def _checkpoint_files(store: Store, info: CheckpointInfo) -> list[str]:
     holds tensors, and ``manifest.json``."""
     doc = store.manifest(info.id)
     where = f"checkpoint {info.id}"
-    if doc.get("files"):
-        return sorted(safe_relpath(rel, where=where) for rel in doc["files"])
+    if doc.files:
+        return sorted(safe_relpath(rel, where=where) for rel in doc.files)
     names = [safe_relpath(f"{name}.safetensors", where=where)
-             for name, obj in doc.get("objects", {}).items() if obj.get("tensors")]
+             for name, obj in doc.objects.items() if obj.tensors]
     return sorted([*names, "manifest.json"])
 
 

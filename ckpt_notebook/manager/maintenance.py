@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from .. import retention
 from ..errors import CkptError, FormatError, IntegrityError, ProtectedCheckpointError
 from ..storage import GcReport, Store
+from ..storage.manifest import TensorRecord
 from ..types import CheckpointInfo
 from . import uses
 from .refs import resolve_ref
@@ -191,7 +193,7 @@ def diff(store: Store, ref_a: str, ref_b: str) -> tuple[CheckpointInfo, Checkpoi
             changes.append(TensorChange(obj, path, "removed"))
         elif key not in ta:
             changes.append(TensorChange(obj, path, "added", _shape_text(tb[key])))
-        elif (ta[key]["dtype"], ta[key]["shape"]) != (tb[key]["dtype"], tb[key]["shape"]):
+        elif (ta[key].dtype, ta[key].shape) != (tb[key].dtype, tb[key].shape):
             changes.append(TensorChange(obj, path, "reshaped",
                                         f"{_shape_text(ta[key])} -> {_shape_text(tb[key])}"))
         elif _content_id(ta[key]) != _content_id(tb[key]):
@@ -201,21 +203,20 @@ def diff(store: Store, ref_a: str, ref_b: str) -> tuple[CheckpointInfo, Checkpoi
     return a, b, changes, same
 
 
-def _tensor_table(store: Store, ckpt_id: str) -> dict[tuple[str, str], dict[str, Any]]:
-    objects = store.manifest(ckpt_id)["objects"]
-    return {(name, t["path"]): t for name, obj in objects.items()
-            for t in obj.get("tensors", ())}
+def _tensor_table(store: Store, ckpt_id: str) -> dict[tuple[str, str], TensorRecord]:
+    objects = store.manifest(ckpt_id).objects
+    return {(name, t.path): t for name, obj in objects.items() for t in obj.tensors}
 
 
-def _content_id(entry: dict[str, Any]) -> tuple[str, str]:
+def _content_id(entry: TensorRecord) -> tuple[str, str]:
     # Manifests before per-tensor digests: a blob of its own ("t") identifies the tensor;
     # a packed tensor is identified by its pack and key (conservative: may report "changed").
-    return ("digest", entry["digest"]) if "digest" in entry else ("blob", entry["blob"] + "/"
-                                                                  + entry["key"])
+    return (("digest", entry.digest) if entry.digest is not None
+            else ("blob", entry.blob + "/" + entry.key))
 
 
-def _shape_text(entry: dict[str, Any]) -> str:
-    return f"{entry['dtype']}{list(entry['shape'])}"
+def _shape_text(entry: TensorRecord) -> str:
+    return f"{entry.dtype}{list(entry.shape)}"
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ class StorageSummary:
         return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
 
 
-def storage_summary(infos: list[CheckpointInfo], blob_maps: dict[str, dict[str, int]],
+def storage_summary(infos: list[CheckpointInfo], blob_maps: Mapping[str, Mapping[str, int]],
                     prunable_ids: set[str]) -> StorageSummary:
     """Summarize from each checkpoint's blob map (digest -> size, from its manifest)."""
     sizes: dict[str, int] = {}

@@ -27,6 +27,7 @@ from ..errors import CkptError, IntegrityError
 from ..storage import Store, tensorfile
 from ..storage.blobs import INLINE_LIMIT
 from ..storage.hashing import hash_chunks, hash_stream
+from ..storage.manifest import FileRecord, Manifest
 from ..storage.store import writer_alive
 from ..types import CheckpointInfo, Progress, format_bytes
 from . import uses
@@ -148,28 +149,28 @@ def _writer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _stamp(doc: dict[str, Any]) -> str:
+def _stamp(doc: Manifest) -> str:
     """Identifies a checkpoint's content: equal names in two stores may differ."""
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(doc.to_json(), sort_keys=True).encode()).hexdigest()
 
 
-def _write(s: Store, doc: dict[str, Any], out: Path, progress: Progress | None,
+def _write(s: Store, doc: Manifest, out: Path, progress: Progress | None,
            ) -> dict[str, str]:
-    return (_write_files(s, doc, out, progress) if doc.get("files")
+    return (_write_files(s, doc, out, progress) if doc.files
             else _write_state(s, doc, out))
 
 
-def _write_files(s: Store, doc: dict[str, Any], out: Path,
+def _write_files(s: Store, doc: Manifest, out: Path,
                  progress: Progress | None) -> dict[str, str]:
-    files: dict[str, Any] = doc["files"]
-    ckpt_id = doc["checkpoint"]["id"]
-    meter = Meter(sum(int(f["size"]) for f in files.values()), progress)
+    files = doc.files or {}
+    ckpt_id = doc.checkpoint.id
+    meter = Meter(sum(f.size for f in files.values()), progress)
     jobs = [(safe_relpath(rel, where=f"checkpoint {ckpt_id}"), rel, entry)
             for rel, entry in files.items()]
 
-    def write(job: tuple[str, str, dict[str, Any]]) -> None:
+    def write(job: tuple[str, str, FileRecord]) -> None:
         safe, rel, entry = job
-        size, digest = int(entry["size"]), entry["blob"]
+        size, digest = entry.size, entry.blob
         where = f"checkpoint {ckpt_id}: file {rel}"
         target = out / safe
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -179,10 +180,10 @@ def _write_files(s: Store, doc: dict[str, Any], out: Path,
             with open(target, "xb") as f:
                 f.write(s.blobs.read(digest, size, where=where))
             meter.add(size)
-        target.chmod(0o555 if entry.get("executable") else 0o444)
+        target.chmod(0o555 if entry.executable else 0o444)
 
     parallel(s, write, jobs)
-    return {safe: entry["blob"] for safe, _rel, entry in jobs}
+    return {safe: entry.blob for safe, _rel, entry in jobs}
 
 
 def _stream_blob(s: Store, digest: str, size: int, target: Path, where: str,
@@ -193,26 +194,26 @@ def _stream_blob(s: Store, digest: str, size: int, target: Path, where: str,
         s.blobs.stream_into(digest, size, f, where=where, progress=meter.add)
 
 
-def _write_state(s: Store, doc: dict[str, Any], out: Path) -> dict[str, str]:
-    ckpt_id = doc["checkpoint"]["id"]
+def _write_state(s: Store, doc: Manifest, out: Path) -> dict[str, str]:
+    ckpt_id = doc.checkpoint.id
     written = {}
-    for obj_name, obj in doc["objects"].items():
-        tensors = obj.get("tensors", ())
+    for obj_name, obj in doc.objects.items():
+        tensors = obj.tensors
         if not tensors:
             continue
         cache: dict[str, dict[str, Any]] = {}
         chosen = {}
         where = f"checkpoint {ckpt_id}: {obj_name}"
         for t in tensors:
-            if t["blob"] not in cache:
-                buf = s.blobs.read(t["blob"], t["blob_size"], where=f"{where}: tensor {t['path']}")
-                cache[t["blob"]] = tensorfile.decode(buf, where=f"{where}: tensor {t['path']}")
-            chosen[t["path"]] = tensor_of(cache[t["blob"]], t, where=where)
+            if t.blob not in cache:
+                buf = s.blobs.read(t.blob, t.blob_size, where=f"{where}: tensor {t.path}")
+                cache[t.blob] = tensorfile.decode(buf, where=f"{where}: tensor {t.path}")
+            chosen[t.path] = tensor_of(cache[t.blob], t, where=where)
         rel = safe_relpath(f"{obj_name}.safetensors", where=f"checkpoint {ckpt_id}")
         data = b"".join(bytes(c) for c in tensorfile.encode_chunks(chosen))
         _write_readonly(out / rel, data)
         written[rel] = hash_chunks([data])
-    manifest_bytes = json.dumps(doc, indent=1).encode()
+    manifest_bytes = json.dumps(doc.to_json(), indent=1).encode()
     _write_readonly(out / "manifest.json", manifest_bytes)
     written["manifest.json"] = hash_chunks([manifest_bytes])
     return written

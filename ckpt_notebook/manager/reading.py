@@ -9,12 +9,13 @@ from typing import Any
 from .. import capture
 from ..errors import FormatError, IntegrityError, InvalidArgumentError, RestoreError
 from ..storage import Store
+from ..storage.manifest import SavedObject, TensorRecord
 from ..types import CheckpointInfo, TensorData
 
 __all__ = ["export_weights", "read_states", "refuse_pickles", "split_for_modules", "tensor_of"]
 
 
-def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
+def read_states(store: Store, ckpt_id: str, saved: Mapping[str, SavedObject],
                 names: Sequence[str],
                 placeholders: Mapping[str, set[str]] | None = None, *,
                 allow_pickle: bool = False) -> dict[str, Any]:
@@ -33,11 +34,11 @@ def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
     wanted: dict[str, int] = {}
     where: dict[str, str] = {}
     for name in names:
-        for t in saved[name].get("tensors", ()):
-            if t["path"] in placeholders.get(name, ()):
+        for t in saved[name].tensors:
+            if t.path in placeholders.get(name, ()):
                 continue
-            wanted[t["blob"]] = t["blob_size"]
-            where.setdefault(t["blob"], f"checkpoint {ckpt_id}: {name}: tensor {t['path']}")
+            wanted[t.blob] = t.blob_size
+            where.setdefault(t.blob, f"checkpoint {ckpt_id}: {name}: tensor {t.path}")
     digests = list(wanted)
     bufs = store.blobs.read_many([(d, wanted[d], where[d]) for d in digests])
     files = {d: tensorfile.decode(b, where=where[d]) for d, b in zip(digests, bufs, strict=True)}
@@ -45,25 +46,25 @@ def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
     for name in names:
         obj = saved[name]
         arrays = []
-        for t in obj.get("tensors", ()):
-            if t["path"] in placeholders.get(name, ()):
+        for t in obj.tensors:
+            if t.path in placeholders.get(name, ()):
                 from ..capture.torch import placeholder
 
-                arrays.append(placeholder(t["dtype"], t["shape"]))
+                arrays.append(placeholder(t.dtype, list(t.shape)))
                 continue
-            data = tensor_of(files[t["blob"]], t, where=f"checkpoint {ckpt_id}: {name}")
-            if t["array"] == "numpy":
+            data = tensor_of(files[t.blob], t, where=f"checkpoint {ckpt_id}: {name}")
+            if t.array == "numpy":
                 arrays.append(data_to_ndarray(data))
             else:
                 from ..capture.torch import data_to_tensor
 
                 arrays.append(data_to_tensor(data))
         pickles = [bytes(store.blobs.read(
-            p["blob"], p["size"],
-            where=f"checkpoint {ckpt_id}: {name}" + (f": {p['path']}" if p["path"] else "")))
-            for p in obj.get("pickles", ())] if allow_pickle else []
+            p.blob, p.size,
+            where=f"checkpoint {ckpt_id}: {name}" + (f": {p.path}" if p.path else "")))
+            for p in obj.pickles] if allow_pickle else []
         try:
-            states[name] = capture.Decoder(arrays, pickles).decode(obj["state"])
+            states[name] = capture.Decoder(arrays, pickles).decode(obj.state)
         except (RestoreError, FormatError):
             raise
         except Exception as err:  # an unpickled class that no longer imports, and the like
@@ -73,13 +74,13 @@ def read_states(store: Store, ckpt_id: str, saved: Mapping[str, Any],
     return states
 
 
-def tensor_of(blob: Mapping[str, TensorData], record: Mapping[str, Any], *,
-            where: str) -> TensorData:
+def tensor_of(blob: Mapping[str, TensorData], record: TensorRecord, *,
+              where: str) -> TensorData:
     """The tensor a manifest record names, which must be what the record says it is."""
-    data = blob.get(record["key"])
-    if data is None or data.dtype != record["dtype"] or list(data.shape) != record["shape"]:
-        raise IntegrityError(f"{where}: tensor {record['path']} does not match its blob "
-                             f"{record['blob'][:16]} (key {record['key']!r}); the manifest is "
+    data = blob.get(record.key)
+    if data is None or data.dtype != record.dtype or tuple(data.shape) != record.shape:
+        raise IntegrityError(f"{where}: tensor {record.path} does not match its blob "
+                             f"{record.blob[:16]} (key {record.key!r}); the manifest is "
                              "damaged or was crafted")
     return data
 
@@ -90,8 +91,8 @@ def export_weights(store: Store, info: CheckpointInfo, out: str | os.PathLike[st
     if not out.endswith((".safetensors", ".pt", ".pth")):
         raise InvalidArgumentError(f"cannot export to {out!r}: the file must end in "
                                    ".safetensors or .pt", path=out)
-    saved = store.manifest(info.id)["objects"]
-    modules = [n for n, o in saved.items() if o["kind"] == "module"]
+    saved = store.manifest(info.id).objects
+    modules = [n for n, o in saved.items() if o.kind == "module"]
     if not modules:
         raise RestoreError(f"checkpoint {info.id} holds no model (no torch module) to export")
     states = read_states(store, info.id, saved, modules)  # never unpickles
@@ -123,14 +124,14 @@ def split_for_modules(tensors: Mapping[str, Any], modules: Mapping[str, Any], *,
     return out
 
 
-def refuse_pickles(ckpt_id: str, saved: Mapping[str, Any], plan: Sequence[str],
-                    allow: bool) -> None:
+def refuse_pickles(ckpt_id: str, saved: Mapping[str, SavedObject], plan: Sequence[str],
+                   allow: bool) -> None:
     if allow:
         return
     for name in plan:
-        pickled = saved[name].get("pickles")
+        pickled = saved[name].pickles
         if pickled:
-            path = pickled[0]["path"] or "the value"
+            path = pickled[0].path or "the value"
             raise RestoreError(
                 f"checkpoint {ckpt_id} holds pickled data in {name!r} ({path})", ref=ckpt_id,
                 hint="restore with allow_pickle=True only if you trust whoever wrote it",

@@ -154,14 +154,14 @@ def _survey(store: Store, src: Store | None, ids: list[str],
     for ckpt_id in ids:
         try:
             problems = store.verify(ckpt_id, seen=seen)
-            sizes = store.manifest(ckpt_id)["blobs"] if problems else {}
+            sizes = store.manifest(ckpt_id).blobs if problems else {}
         except (CkptError, OSError) as err:
             report.unreadable[ckpt_id] = str(err)
             continue
         report.checkpoints += 1
         for p in problems:
             needs.setdefault(ckpt_id, set()).add(p.blob)
-            first.setdefault(p.blob, (int(sizes[p.blob]), p.problem,
+            first.setdefault(p.blob, (sizes[p.blob], p.problem,
                                       f"checkpoint {ckpt_id}: {p.where}"))
     report.blobs_checked = len(seen)
     for digest, (size, problem, where) in first.items():

@@ -18,6 +18,7 @@ from .. import capture
 from ..errors import RestoreError
 from ..storage import Store
 from ..storage.direct import read_tensor_into, verify_blobs
+from ..storage.manifest import SavedObject, TensorRecord
 from ..types import CheckpointInfo, ObjectReport, RestoreReport
 from .reading import read_states, refuse_pickles, split_for_modules
 from .refs import read_url_bytes
@@ -38,8 +39,7 @@ def restore_state(store: Store, info: CheckpointInfo, objects: MutableMapping[st
                   allow_pickle: bool) -> RestoreReport:
     """Load checkpoint ``info`` into ``objects`` (plain values are re-bound in it)."""
     refuse_files(info)
-    doc = store.manifest(info.id)
-    saved: dict[str, Any] = doc["objects"]
+    saved = store.manifest(info.id).objects
     plan = restore_plan(saved, objects, rng=rng, weights_only=weights_only)
     refuse_pickles(info.id, saved, plan, allow_pickle)
     direct = direct_reads(info.id, saved, plan, objects)
@@ -55,7 +55,7 @@ def restore_state(store: Store, info: CheckpointInfo, objects: MutableMapping[st
         from ..capture.torch import restore_rng
 
         rng_note = restore_rng(states[capture.RNG_NAME])
-    values = {n: states[n] for n in plan if saved[n]["kind"] == "value"}
+    values = {n: states[n] for n in plan if saved[n].kind == "value"}
     for n, v in values.items():
         if n in objects:
             objects[n] = v
@@ -68,11 +68,11 @@ def restore_state(store: Store, info: CheckpointInfo, objects: MutableMapping[st
     return RestoreReport(info, reports, values, rng_restored, rng_note, unused)
 
 
-def restore_plan(saved: Mapping[str, Any], objects: Mapping[str, Any], *, rng: bool,
+def restore_plan(saved: Mapping[str, SavedObject], objects: Mapping[str, Any], *, rng: bool,
                  weights_only: bool) -> list[str]:
     plan = []
     for name, obj in saved.items():
-        kind = obj["kind"]
+        kind = obj.kind
         if name == capture.RNG_NAME:
             if rng and not weights_only:
                 plan.append(name)
@@ -87,29 +87,29 @@ def restore_plan(saved: Mapping[str, Any], objects: Mapping[str, Any], *, rng: b
     return plan
 
 
-def check_all(saved: Mapping[str, Any], states: Mapping[str, Any], objects: Mapping[str, Any],
-              strict: bool) -> list[ObjectReport]:
+def check_all(saved: Mapping[str, SavedObject], states: Mapping[str, Any],
+              objects: Mapping[str, Any], strict: bool) -> list[ObjectReport]:
     reports = []
     for name, state in states.items():
-        if name == capture.RNG_NAME or saved[name]["kind"] == "value":
+        if name == capture.RNG_NAME or saved[name].kind == "value":
             continue
         obj = objects[name]
         kind = capture.classify(obj)
         missing, unexpected = capture.check_fits(name, kind, obj, state, strict=strict,
-                                                 saved_kind=saved[name]["kind"])
+                                                 saved_kind=saved[name].kind)
         if kind == "module":
             refuse_no_match(name, obj, missing, unexpected, source="the checkpoint")
         reports.append(ObjectReport(name, "restored", kind, missing, unexpected))
     return reports
 
 
-def load_all(store: Store, saved: Mapping[str, Any], states: Mapping[str, Any],
+def load_all(store: Store, saved: Mapping[str, SavedObject], states: Mapping[str, Any],
              objects: Mapping[str, Any], strict: bool,
              direct: Mapping[str, DirectReads]) -> None:
     """Non-modules first (a failure rolls them back), then the pre-checked modules (large
     tensors read straight into them, the rest through ``load_state_dict``)."""
-    names = [n for n in states if n != capture.RNG_NAME and saved[n]["kind"] != "value"]
-    first = [n for n in names if saved[n]["kind"] != "module"]
+    names = [n for n in states if n != capture.RNG_NAME and saved[n].kind != "value"]
+    first = [n for n in names if saved[n].kind != "module"]
     done: list[tuple[str, str, Any]] = []
     try:
         for name in first:
@@ -171,43 +171,43 @@ class DirectReads:
     """One module's large tensors to read in place: (manifest entry, destination) pairs."""
 
     where: str
-    entries: list[tuple[dict[str, Any], Any]] = field(default_factory=list)
+    entries: list[tuple[TensorRecord, Any]] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
-        return [t["path"] for t, _ in self.entries]
+        return [t.path for t, _ in self.entries]
 
     @property
     def blobs(self) -> list[tuple[str, int, str]]:
-        return [(t["blob"], t["blob_size"], f"{self.where}: tensor {t['path']}")
+        return [(t.blob, t.blob_size, f"{self.where}: tensor {t.path}")
                 for t, _ in self.entries]
 
     def read(self, store: Store) -> None:
         from ..capture.torch import writable_memory
 
         for t, target in self.entries:
-            read_tensor_into(store.blobs, t["blob"], t["key"], writable_memory(target),
-                             where=f"{self.where}: tensor {t['path']}")
+            read_tensor_into(store.blobs, t.blob, t.key, writable_memory(target),
+                             where=f"{self.where}: tensor {t.path}")
 
 
-def direct_reads(ckpt_id: str, saved: Mapping[str, Any], plan: Sequence[str],
+def direct_reads(ckpt_id: str, saved: Mapping[str, SavedObject], plan: Sequence[str],
                  objects: Mapping[str, Any]) -> dict[str, DirectReads]:
     """Per module: tensors alone in their blob whose destination is a contiguous CPU tensor
     of the same dtype and shape (others go through ``load_state_dict``)."""
     out: dict[str, DirectReads] = {}
     for name in plan:
         obj = objects.get(name)
-        if saved[name]["kind"] != "module" or obj is None or capture.classify(obj) != "module":
+        if saved[name].kind != "module" or obj is None or capture.classify(obj) != "module":
             continue
         from ..capture.torch import TORCH_TO_ST, direct_targets
 
         targets = direct_targets(obj)
         reads = DirectReads(f"checkpoint {ckpt_id}: {name}")
-        for t in saved[name].get("tensors", ()):
-            target = targets.get(t["path"])
-            if (t["key"] == "t" and t["array"] == "torch" and target is not None
-                    and TORCH_TO_ST.get(target.dtype) == t["dtype"]
-                    and list(target.shape) == list(t["shape"])):
+        for t in saved[name].tensors:
+            target = targets.get(t.path)
+            if (t.key == "t" and t.array == "torch" and target is not None
+                    and TORCH_TO_ST.get(target.dtype) == t.dtype
+                    and tuple(target.shape) == t.shape):
                 reads.entries.append((t, target))
         if reads.entries:
             out[name] = reads

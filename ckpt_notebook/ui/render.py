@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from ..storage.manifest import SavedObject
 from ..types import CheckpointInfo, format_bytes
 
 __all__ = ["Table", "checkpoint_table", "format_metrics", "format_table", "object_summary",
@@ -86,13 +87,10 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]],
     return "\n".join([line(header), *(line(r) for r in rows)])
 
 
-def object_summary(name: str, obj: dict[str, Any]) -> dict[str, Any]:
+def object_summary(name: str, obj: SavedObject) -> dict[str, Any]:
     """One saved object of a manifest: its kind, type, tensor count and bytes."""
-    tensors = obj.get("tensors", ())
-    nbytes = sum(int(t.get("nbytes", 0)) for t in tensors)
-    nbytes += sum(int(p.get("size", 0)) for p in obj.get("pickles", ()))
-    return {"name": name, "kind": obj.get("kind", "?"), "type": obj.get("type", "?"),
-            "tensors": len(tensors), "bytes": nbytes}
+    return {"name": name, "kind": obj.kind, "type": obj.type, "tensors": len(obj.tensors),
+            "bytes": obj.nbytes}
 
 
 def checkpoint_table(infos: Sequence[CheckpointInfo], status: Mapping[str, Any] | None = None,

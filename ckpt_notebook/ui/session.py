@@ -136,9 +136,9 @@ class NotebookCheckpointer(Checkpointer):
             return self.restore(ref, **kwargs)
         info = self.resolve(ref)
         refuse_files(info)
-        saved = self.store.manifest(info.id)["objects"]
+        saved = self.store.manifest(info.id).objects
         self.objects = {n: ns[n] for n in saved
-                        if n != RNG_NAME and n in ns and saved[n]["kind"] != "value"}
+                        if n != RNG_NAME and n in ns and saved[n].kind != "value"}
         report = self.restore(info.id, **kwargs)
         for name, value in report.values.items():
             ns[name] = value

@@ -22,8 +22,9 @@ import param
 from ...errors import CkptError, ProtectedCheckpointError, StorePermissionError
 from ...manager import maintenance, resolve_ref
 from ...manager.copying import copy as copy_checkpoint
-from ...retention import Status, metric_mode
+from ...retention import Status
 from ...storage import Store
+from ...storage.manifest import Manifest, info_to_json
 from ...types import CheckpointInfo, Progress, format_bytes
 from ..render import short_time
 from .series import X_AXES, metric_plots
@@ -76,7 +77,7 @@ class DashboardModel(param.Parameterized):
         self.verified: dict[str, bool] = {}
         self.last_request = ""  # the id of the last save request this page made
         self.status_error = ""
-        self._manifests: dict[str, dict[str, Any]] = {}
+        self._manifests: dict[str, Manifest] = {}
         self._lock = threading.RLock()
         self.refresh()
 
@@ -101,7 +102,7 @@ class DashboardModel(param.Parameterized):
             self.version += 1
         return changed
 
-    def manifest(self, ckpt_id: str) -> dict[str, Any]:
+    def manifest(self, ckpt_id: str) -> Manifest:
         """Manifests are immutable: each is read once."""
         with self._lock:
             if ckpt_id not in self._manifests:
@@ -208,20 +209,20 @@ class DashboardModel(param.Parameterized):
         return False
 
     def details(self, ckpt_id: str) -> dict[str, Any]:
+        """What the details pane shows: ``checkpoint`` (its info; ``info``: the same as the
+        manifest's JSON holds it), its objects' and files' rows, the library versions."""
         doc = self.manifest(ckpt_id)
-        info = doc["checkpoint"]
-        objects = []
-        for name, obj in doc["objects"].items():
-            tensors = obj.get("tensors", ())
-            objects.append({"object": name, "kind": obj["kind"], "type": obj["type"],
-                            "tensors": len(tensors),
-                            "dtypes": ", ".join(sorted({t["dtype"] for t in tensors})),
-                            "bytes": format_bytes(sum(t["nbytes"] for t in tensors))})
-        files = [{"file": rel, "bytes": format_bytes(int(e["size"]))}
-                 for rel, e in (doc.get("files") or {}).items()]
-        return {"info": info, "objects": objects, "files": files,
-                "library_versions": doc.get("library_versions", {}),
-                "restore_line": self.restore_line(info)}
+        objects = [{"object": name, "kind": obj.kind, "type": obj.type,
+                    "tensors": len(obj.tensors),
+                    "dtypes": ", ".join(sorted({t.dtype for t in obj.tensors})),
+                    "bytes": format_bytes(sum(t.nbytes for t in obj.tensors))}
+                   for name, obj in doc.objects.items()]
+        files = [{"file": rel, "bytes": format_bytes(e.size)}
+                 for rel, e in (doc.files or {}).items()]
+        return {"checkpoint": doc.checkpoint, "info": info_to_json(doc.checkpoint),
+                "objects": objects, "files": files,
+                "library_versions": dict(doc.library_versions),
+                "restore_line": self.restore_line(doc.checkpoint)}
 
     def diff(self, a: str, b: str) -> dict[str, Any]:
         info_a, info_b, changes, same = maintenance.diff(self.store, a, b)
@@ -231,19 +232,16 @@ class DashboardModel(param.Parameterized):
 
     def summary(self) -> maintenance.StorageSummary:
         prunable = {k for k, s in self.statuses.items() if not s.kept}
-        blob_maps = {i.id: self.manifest(i.id)["blobs"] for i in self.infos}
+        blob_maps = {i.id: self.manifest(i.id).blobs for i in self.infos}
         return maintenance.storage_summary(self.infos, blob_maps, prunable)
 
     @staticmethod
-    def restore_line(info: dict[str, Any]) -> str:
-        """The line that brings checkpoint ``info`` (its manifest's ``checkpoint``) back in a
-        notebook: a files checkpoint holds no training state, so its line is ``use``."""
-        if info.get("kind") == "files":
-            return f"%checkpoint use {info.get('name') or info['id']}"
-        return f"%checkpoint restore {info['id']}"
-
-    def best_direction(self, metric: str) -> str:
-        return metric_mode(metric)
+    def restore_line(info: CheckpointInfo) -> str:
+        """The line that brings checkpoint ``info`` back in a notebook: a files checkpoint
+        holds no training state, so its line is ``use``."""
+        if info.kind == "files":
+            return f"%checkpoint use {info.name or info.id}"
+        return f"%checkpoint restore {info.id}"
 
     # -- actions -------------------------------------------------------------------------
     def _after(self, message: str) -> str:

@@ -33,7 +33,7 @@ import pandas as pd  # type: ignore[import-untyped]  # no stubs in the dev env
 import panel as pn
 from bokeh.models.widgets.tables import NumberFormatter
 
-from ...types import format_bytes
+from ...types import CheckpointInfo, format_bytes
 from ..progress import Throttle
 from .model import DashboardModel, Outcome
 from .views_plots import MetricsView
@@ -323,7 +323,7 @@ class DashboardView:
         except Exception as err:
             self.details.object = pre(f"{ckpt}: {_one_line(err)}")
             return
-        info = d["info"]
+        info: CheckpointInfo = d["checkpoint"]
         self.details.object = pre(self._details_text(ckpt, info))
         self.restore_line.value = d["restore_line"]
         self.pin_btn.visible = ckpt not in m.pinned
@@ -334,28 +334,28 @@ class DashboardView:
             tables += [pn.pane.HTML("<b>Files</b>"), small_table(d["files"], ["file", "bytes"])]
         self.objects.objects = tables
         self.metadata.object = pre(json.dumps(
-            {"checkpoint": info, "library_versions": d["library_versions"]}, indent=1,
+            {"checkpoint": d["info"], "library_versions": d["library_versions"]}, indent=1,
             default=str), max_height=220)
-        if not self.compare.value and info.get("parent"):
-            self.compare.value = info["parent"]
+        if not self.compare.value and info.parent:
+            self.compare.value = info.parent
 
-    def _details_text(self, ckpt: str, info: dict[str, Any]) -> str:
+    def _details_text(self, ckpt: str, info: CheckpointInfo) -> str:
         status = self.model.statuses.get(ckpt)
-        metrics = ", ".join(f"{k}={_text(v)}" for k, v in (info.get("metrics") or {}).items())
+        metrics = ", ".join(f"{k}={_text(v)}" for k, v in info.metrics.items())
         lines = [
-            f"{ckpt}" + (f"  (named {info['name']})" if info.get("name") else ""),
-            f"run {info.get('run') or '-'}  step {_text(info.get('step')) or '-'}  "
-            f"epoch {_text(info.get('epoch')) or '-'}  created {info.get('created', '')}",
+            f"{ckpt}" + (f"  (named {info.name})" if info.name else ""),
+            f"run {info.run or '-'}  step {_text(info.step) or '-'}  "
+            f"epoch {_text(info.epoch) or '-'}  created {info.created}",
             f"status: {status.label if status else '-'}"
             + ("  (pinned)" if ckpt in self.model.pinned else ""),
             f"metrics: {metrics or '-'}",
-            f"tags: {', '.join(info.get('tags') or ()) or '-'}",
-            f"size {format_bytes(info.get('logical_bytes'))}, "
-            f"new {format_bytes(info.get('new_bytes'))}; parent {info.get('parent') or '-'}",
-            f"notebook: {info.get('notebook') or '-'}",
+            f"tags: {', '.join(info.tags) or '-'}",
+            f"size {format_bytes(info.logical_bytes)}, "
+            f"new {format_bytes(info.new_bytes)}; parent {info.parent or '-'}",
+            f"notebook: {info.notebook or '-'}",
         ]
-        if info.get("source"):
-            lines.append(f"source: {info['source']}")
+        if info.source:
+            lines.append(f"source: {info.source}")
         return "\n".join(lines)
 
     # -- the storage summary (reads every manifest once: in the background) ---------------
