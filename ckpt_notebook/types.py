@@ -19,7 +19,9 @@ __all__ = [
     "DATA_ALIGN",
     "DATA_PHASE",
     "OWN_BLOB_MIN",
+    "ArrayKind",
     "CheckpointInfo",
+    "ObjectKind",
     "ObjectReport",
     "Progress",
     "RestoreReport",
@@ -31,6 +33,11 @@ __all__ = [
 ]
 
 Kind = Literal["state", "files"]
+ObjectKind = Literal["module", "optimizer", "scheduler", "scaler", "stateful", "generator",
+                     "value", "rng"]
+"""What a saved object is: how the capture layer classifies it, or ``rng``."""
+ArrayKind = Literal["torch", "numpy"]
+"""What a saved array restores as."""
 
 Progress = Callable[[int, int], None]
 """A transfer's progress callback: ``(bytes done, bytes in all)``; ``done`` only grows."""

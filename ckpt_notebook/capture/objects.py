@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CaptureError, RestoreError
+from ..types import ObjectKind
 from .stateful import classify, generator_family, type_name
 from .tree import Encoder, PickleEntry, TensorEntry
 
@@ -20,7 +21,7 @@ class ObjectSnapshot:
     """One object's state, copied to host memory: a JSON tree plus its arrays."""
 
     name: str
-    kind: str
+    kind: ObjectKind
     type: str
     tree: Any
     tensors: list[TensorEntry] = field(default_factory=list)

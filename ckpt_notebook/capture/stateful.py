@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from ..types import ObjectKind
+
 __all__ = ["Stateful", "classify", "type_name"]
 
 
@@ -22,7 +24,7 @@ class Stateful(Protocol):
     def load_state_dict(self, state_dict: dict[str, Any]) -> Any: ...
 
 
-_STATEFUL_KINDS = (
+_STATEFUL_KINDS: tuple[tuple[str, ObjectKind], ...] = (
     ("torch.nn.modules.module.Module", "module"),
     ("torch.optim.optimizer.Optimizer", "optimizer"),
     ("torch.optim.lr_scheduler.LRScheduler", "scheduler"),
@@ -48,7 +50,7 @@ def _mro_names(obj: Any) -> set[str]:
     return {f"{c.__module__}.{c.__qualname__}" for c in type(obj).__mro__}
 
 
-def classify(obj: Any) -> str:
+def classify(obj: Any) -> ObjectKind:
     """``module``, ``optimizer``, ``scheduler``, ``scaler``, ``stateful``, ``generator`` or
     ``value`` (plain data; whether it can be saved is decided when it is encoded)."""
     names = _mro_names(obj)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CaptureError, PickleRequiredError, RestoreError
-from ..types import TensorData
+from ..types import ArrayKind, TensorData
 
 __all__ = ["Decoder", "Encoder", "PickleEntry", "TensorEntry"]
 
@@ -35,7 +35,7 @@ ALLOW_PICKLE = "allow_pickle=True"  # the keyword a refusal to pickle names (its
 class TensorEntry:
     path: str
     data: TensorData
-    array: str  # "torch" | "numpy"
+    array: ArrayKind
     device: str = "cpu"
     # (data pointer, version counter) of a torch tensor when captured: equal stamps in two
     # saves mean the tensor *probably* did not change. Only an ordering hint for the store,

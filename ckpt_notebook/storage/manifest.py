@@ -18,10 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, overload
+from typing import Any, get_args, overload
 
 from ..errors import FormatError
-from ..types import CheckpointInfo
+from ..types import ArrayKind, CheckpointInfo, ObjectKind
 from .tensorfile import ITEMSIZE
 from .trust import check_digest, check_id, check_relpath, is_digest, seal, show_value, unseal
 
@@ -31,7 +31,6 @@ __all__ = [
     "VERSION",
     "FileRecord",
     "Manifest",
-    "ObjectKind",
     "PickleRecord",
     "SavedObject",
     "TensorRecord",
@@ -45,11 +44,7 @@ __all__ = [
 FORMAT = "ckpt_notebook.manifest"
 VERSION = 1
 
-ObjectKind = Literal["module", "optimizer", "scheduler", "scaler", "stateful", "generator",
-                     "value", "rng"]
-"""What a saved object was: the capture layer's classification, or ``rng``."""
 OBJECT_KINDS: tuple[ObjectKind, ...] = get_args(ObjectKind)
-ArrayKind = Literal["torch", "numpy"]
 _ARRAYS: tuple[ArrayKind, ...] = get_args(ArrayKind)
 
 
