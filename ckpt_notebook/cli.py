@@ -103,13 +103,13 @@ def _ls_entry(info: CheckpointInfo, status: dict[str, Status] | None) -> dict[st
 def cmd_show(store: Store, args: argparse.Namespace) -> int:
     info = _resolve(store, args.ref)
     doc = store.manifest(info.id)
-    objects = [object_summary(name, obj) for name, obj in doc["objects"].items()]
-    files = doc.get("files") or {}
+    objects = [object_summary(name, obj) for name, obj in doc.objects.items()]
+    files = doc.files or {}
+    versions = dict(doc.library_versions)
     if args.json:
         _print_json({"checkpoint": info.to_json(), "objects": objects,
-                     "files": len(files), "library_versions": doc.get("library_versions", {})})
+                     "files": len(files), "library_versions": versions})
         return 0
-    versions = doc.get("library_versions") or {}
     fields = [
         ("id", info.id), ("name", info.name or "-"), ("kind", info.kind),
         ("run", info.run or "-"), ("step", _opt(info.step)), ("epoch", _opt(info.epoch)),
@@ -118,7 +118,7 @@ def cmd_show(store: Store, args: argparse.Namespace) -> int:
         ("parent", info.parent or "-"), ("notebook", info.notebook or "-"),
         ("source", info.source or "-"),
         ("size", f"{format_bytes(info.logical_bytes)} ({format_bytes(info.new_bytes)} new)"),
-        ("blobs", str(len(doc["blobs"]))),
+        ("blobs", str(len(doc.blobs))),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "-"),
     ]
     if files:
@@ -132,7 +132,7 @@ def cmd_show(store: Store, args: argparse.Namespace) -> int:
         print(format_table(("OBJECT", "KIND", "TYPE", "TENSORS", "BYTES"), rows, right=(3, 4)))
     if files:
         shown = sorted(files.items())[:_SHOW_FILES]
-        file_rows = [(path, format_bytes(int(e["size"])), "x" if e.get("executable") else "")
+        file_rows = [(path, format_bytes(e.size), "x" if e.executable else "")
                      for path, e in shown]
         print()
         print(format_table(("FILE", "SIZE", "EXEC"), file_rows, right=(1,)))

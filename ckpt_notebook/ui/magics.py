@@ -160,9 +160,8 @@ bound to a public name, the RNG states, and step/epoch/global_step.
 
     def _show(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
         info = s.resolve(a.ref)
-        objects = s.store.manifest(info.id)["objects"]
-        rows = [[n, o["kind"], o["type"], len(o.get("tensors", ())),
-                 format_bytes(sum(t["nbytes"] for t in o.get("tensors", ())))]
+        objects = s.store.manifest(info.id).objects
+        rows = [[n, o.kind, o.type, len(o.tensors), format_bytes(sum(t.nbytes for t in o.tensors))]
                 for n, o in objects.items()]
         meta = (f"run {info.run}, step {info.step}, created {info.created}, "
                 f"metrics {dict(info.metrics)}, tags {list(info.tags)}, parent {info.parent}")
