@@ -17,6 +17,7 @@ from .. import capture
 from ..errors import CheckpointExistsError, CkptError
 from ..storage import Store
 from ..storage.blobs import Known, TensorRef
+from ..storage.manifest import Manifest, PickleRecord, SavedObject, TensorRecord
 from ..types import CheckpointInfo, Progress, TensorData
 from .committing import commit_making_room, name_taken
 from .environment import library_versions
@@ -136,8 +137,7 @@ class Saver:
             if same is not None:  # nothing new: no duplicate row
                 return same, refs
             try:
-                store.commit(final, objects=objects, blobs=blobs,
-                             library_versions=library_versions())
+                store.commit(Manifest(final, blobs, objects, library_versions=library_versions()))
             except CheckpointExistsError as err:  # another save took the name meanwhile
                 if info.name is None:
                     raise
@@ -156,7 +156,7 @@ def pickle_ok(allow_pickle: bool | Collection[str], name: str) -> bool:
 
 
 def same_as_last(store: Store, last: CheckpointInfo | None, info: CheckpointInfo,
-                 objects: dict[str, Any]) -> CheckpointInfo | None:
+                 objects: Mapping[str, SavedObject]) -> CheckpointInfo | None:
     """The previous checkpoint when this save would repeat it exactly: unnamed, same run,
     step and metrics, and the same state (every blob digest and value)."""
     if (last is None or info.name is not None or info.step is None
@@ -164,8 +164,9 @@ def same_as_last(store: Store, last: CheckpointInfo | None, info: CheckpointInfo
             or dict(last.metrics) != dict(info.metrics)):
         return None
     try:
-        saved = store.manifest(last.id)["objects"]
-        same = json.dumps(saved, sort_keys=True) == json.dumps(objects, sort_keys=True)
+        before, now = (json.dumps({n: o.to_json() for n, o in objs.items()}, sort_keys=True)
+                       for objs in (store.manifest(last.id).objects, objects))
+        same = before == now
     except (CkptError, OSError, TypeError, ValueError, KeyError):
         return None
     return last if same else None
@@ -180,20 +181,16 @@ def retain(store: Store) -> PruneReport | None:
 
 
 def manifest_objects(snaps: Sequence[capture.ObjectSnapshot], refs: Sequence[TensorRef],
-                     pickle_digests: Sequence[str]) -> dict[str, Any]:
-    objects: dict[str, Any] = {}
+                     pickle_digests: Sequence[str]) -> dict[str, SavedObject]:
+    objects: dict[str, SavedObject] = {}
     ref_iter = iter(refs)
     pickle_iter = iter(pickle_digests)
     for s in snaps:
         tensors = []
         for t in s.tensors:
             r = next(ref_iter)
-            tensors.append({"path": t.path, "dtype": t.data.dtype, "shape": list(t.data.shape),
-                            "array": t.array, "device": t.device, "blob": r.blob, "key": r.key,
-                            "blob_size": r.blob_size, "nbytes": r.nbytes, "digest": r.digest})
-        objects[s.name] = {"kind": s.kind, "type": s.type, "state": s.tree, "tensors": tensors}
-        pickles = [{"path": p.path, "blob": next(pickle_iter), "size": len(p.data)}
-                   for p in s.pickles]
-        if pickles:
-            objects[s.name]["pickles"] = pickles
+            tensors.append(TensorRecord(t.path, t.data.dtype, tuple(t.data.shape), t.array,
+                                        t.device, r.blob, r.key, r.blob_size, r.nbytes, r.digest))
+        pickles = tuple(PickleRecord(p.path, next(pickle_iter), len(p.data)) for p in s.pickles)
+        objects[s.name] = SavedObject(s.kind, s.type, s.tree, tuple(tensors), pickles)
     return objects
