@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from .manager import Checkpointer
     from .storage import Store
     from .types import CheckpointInfo, RestoreReport
+    from .ui.copy_api import copy, materialize
     from .ui.session import session
-    from .ui.transfer import copy, materialize
     from .ui.widget import widget
 
 __all__ = [
@@ -99,8 +99,8 @@ _LAZY = {
     "CheckpointInfo": "types",
     "RestoreReport": "types",
     "widget": "ui.widget",
-    "copy": "ui.transfer",
-    "materialize": "ui.transfer",
+    "copy": "ui.copy_api",
+    "materialize": "ui.copy_api",
 }
 
 

@@ -35,7 +35,7 @@ from ckpt_notebook.retention import Policy
 from ckpt_notebook.storage import Store
 from ckpt_notebook.storage.blobs import INLINE_LIMIT
 from ckpt_notebook.types import NAME_RULE, CheckpointInfo
-from ckpt_notebook.ui import transfer
+from ckpt_notebook.ui import copy_api
 
 BIG = INLINE_LIMIT + (1 << 20) + 7  # over the streaming threshold, and not a round size
 
@@ -789,14 +789,14 @@ def test_a_large_file_changing_between_passes_commits_nothing(
 # -- the Python face with progress, and its argument checks -----------------------------------
 def test_transfer_copy_checks_its_arguments(models: Path, store: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs a name"):
-        transfer.copy(models, store=str(store), progress=False)
+        copy_api.copy(models, store=str(store), progress=False)
     with pytest.raises(ValueError, match="Hub uploads only"):
-        transfer.copy(models, "x", store=str(store), patterns=["*.bin"], progress=False)
+        copy_api.copy(models, "x", store=str(store), patterns=["*.bin"], progress=False)
     with pytest.raises(ValueError, match="takes no name"):
-        transfer.copy(models, "x", to="hf://me/repo", store=str(store), progress=False)
-    info = transfer.copy(models, "x", store=str(store), progress=False)
+        copy_api.copy(models, "x", to="hf://me/repo", store=str(store), progress=False)
+    info = copy_api.copy(models, "x", store=str(store), progress=False)
     assert isinstance(info, CheckpointInfo) and info.id == "x"
-    out = transfer.materialize("x", tmp_path / "out", store=str(store), progress=False)
+    out = copy_api.materialize("x", tmp_path / "out", store=str(store), progress=False)
     assert tree(out) == tree(models)
 
 

@@ -10,7 +10,7 @@ import blake3
 import pytest
 
 from ckpt_notebook.errors import IntegrityError
-from ckpt_notebook.storage import Store, direct, hashing
+from ckpt_notebook.storage import Store, hashing, inplace
 from ckpt_notebook.storage.blobs import blob_path
 from ckpt_notebook.ui.progress import INTERVAL_S, Throttle
 
@@ -124,7 +124,7 @@ def test_the_callers_keep_their_messages(tmp_path: Path) -> None:
     flip()
     with pytest.raises(IntegrityError, match=rf"^ckpt y: blob {digest[:16]} is corrupt \(hash "
                        r"mismatch\); quarantined; nothing was restored \(save again"):
-        direct.verify_blobs(store.blobs, [(digest, len(data), "ckpt y")])
+        inplace.verify_blobs(store.blobs, [(digest, len(data), "ckpt y")])
     assert not path.exists() and (tmp_path / "store" / "quarantine" / digest).exists()
 
 

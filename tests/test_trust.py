@@ -29,7 +29,7 @@ from ckpt_notebook.errors import CkptError
 from ckpt_notebook.manager.materializing import materialize, use
 from ckpt_notebook.storage import Store
 from ckpt_notebook.storage.trust import seal
-from ckpt_notebook.ui.transfer import copy
+from ckpt_notebook.ui.copy_api import copy
 
 OUTSIDE = "../../outside/victim"  # from <store>/pins/<id>: <parent of store>/outside/victim
 

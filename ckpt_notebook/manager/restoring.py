@@ -1,7 +1,7 @@
 """The restore pipeline behind :meth:`Checkpointer.restore`: all of it or none.
 
 A restore plans what to load, reads and verifies the saved state (large module tensors are
-read straight into the model, see storage/direct.py), checks that every object fits, and only
+read straight into the model, see storage/inplace.py), checks that every object fits, and only
 then loads: the non-modules first (a failure rolls them back), then the pre-checked modules.
 A plain ``.safetensors`` / ``.pt`` state dict restores into the tracked modules.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from .. import capture
 from ..errors import RestoreError
 from ..storage import Store
-from ..storage.direct import read_tensor_into, verify_blobs
+from ..storage.inplace import read_tensor_into, verify_blobs
 from ..storage.manifest import SavedObject, TensorRecord
 from ..types import CheckpointInfo, ObjectReport, RestoreReport
 from .reading import read_states, refuse_pickles, split_for_modules

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import CheckpointExistsError, StoreBusyError, StoreError
-from . import directio
+from . import odirect
 from .backend import Backend, RetryPolicy
 
 __all__ = ["LOCK_FILE", "LocalBackend", "fsync_dir"]
@@ -98,7 +98,7 @@ class LocalBackend(Backend):
         tmp = self._tmp_path()
         try:
             size = sum(memoryview(c).nbytes for c in chunks)
-            directio.write(tmp, chunks, direct=size >= directio.DIRECT_MIN, durable=durable)
+            odirect.write(tmp, chunks, direct=size >= odirect.DIRECT_MIN, durable=durable)
             if exclusive:
                 try:
                     os.link(tmp, final)

@@ -15,7 +15,7 @@ import torch
 
 import ckpt_notebook as ckn
 from ckpt_notebook.capture.torch import BufferPool
-from ckpt_notebook.storage import directio, tensorfile
+from ckpt_notebook.storage import odirect, tensorfile
 from ckpt_notebook.types import DATA_ALIGN, DATA_PHASE, TensorData
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT here")
@@ -51,13 +51,13 @@ def _at(buf: np.ndarray, phase: int, n: int) -> memoryview:
 def spy_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """Every write the direct path issues, as (address, length)."""
     seen: list[tuple[int, int]] = []
-    real = directio._write_all
+    real = odirect._write_all
 
     def spy(fd: int, view: memoryview) -> None:
-        seen.append((directio._address(view) or 0, view.nbytes))
+        seen.append((odirect._address(view) or 0, view.nbytes))
         real(fd, view)
 
-    monkeypatch.setattr(directio, "_write_all", spy)
+    monkeypatch.setattr(odirect, "_write_all", spy)
     return seen
 
 
@@ -78,7 +78,7 @@ def test_files_are_byte_exact_whatever_the_alignment(direct_dir: Path, layout: s
     buf = np.zeros(24 << 20, dtype=np.uint8)
     chunks = LAYOUTS[layout](buf)
     path = direct_dir / "out"
-    directio.write(str(path), chunks)
+    odirect.write(str(path), chunks)
     assert path.read_bytes() == b"".join(bytes(c) for c in chunks)
 
 
@@ -87,8 +87,8 @@ def test_an_aligned_tensor_is_written_straight_from_its_memory(
     buf = np.zeros(8 << 20, dtype=np.uint8)
     header = b"h" * (DATA_ALIGN + DATA_PHASE)  # the tensor starts DATA_PHASE into a block
     data = _at(buf, DATA_PHASE, (4 << 20) + 123)
-    directio.write(str(direct_dir / "blob"), [header, data])
-    start = directio._address(data)
+    odirect.write(str(direct_dir / "blob"), [header, data])
+    start = odirect._address(data)
     assert start is not None
     head = DATA_ALIGN - DATA_PHASE
     body = (data.nbytes - head) // DATA_ALIGN * DATA_ALIGN
@@ -102,8 +102,8 @@ def test_a_misaligned_tensor_goes_through_the_bounce_buffer(
         direct_dir: Path, spy_writes: list[tuple[int, int]]) -> None:
     buf = np.zeros(8 << 20, dtype=np.uint8)
     data = _at(buf, 8, 1 << 20)
-    directio.write(str(direct_dir / "blob"), [b"h" * 64, data])
-    start = directio._address(data) or 0
+    odirect.write(str(direct_dir / "blob"), [b"h" * 64, data])
+    start = odirect._address(data) or 0
     assert all(addr % DATA_ALIGN == 0 and n % DATA_ALIGN == 0 for addr, n in spy_writes)
     assert not any(start <= addr < start + data.nbytes for addr, _ in spy_writes)
     assert (direct_dir / "blob").read_bytes() == b"h" * 64 + bytes(data)
@@ -121,50 +121,50 @@ def refusing_fs(direct_dir: Path, monkeypatch: pytest.MonkeyPatch):  # type: ign
             raise OSError(errno.EINVAL, "Invalid argument", path)
         return real_open(path, flags, *args)
 
-    monkeypatch.setattr(directio.os, "open", open_)
+    monkeypatch.setattr(odirect.os, "open", open_)
     yield direct_dir
-    directio._refused.discard(os.stat(direct_dir).st_dev)
+    odirect._refused.discard(os.stat(direct_dir).st_dev)
 
 
 def test_a_file_system_without_direct_io_gets_a_buffered_write(refusing_fs: Path) -> None:
     buf = np.zeros(8 << 20, dtype=np.uint8)
     chunks = [b"h" * 10, _at(buf, 64, 5 << 20)]
-    directio.write(str(refusing_fs / "f"), chunks)
+    odirect.write(str(refusing_fs / "f"), chunks)
     assert (refusing_fs / "f").read_bytes() == b"".join(bytes(c) for c in chunks)
-    assert not directio.supported(str(refusing_fs))  # refused once, not asked again
+    assert not odirect.supported(str(refusing_fs))  # refused once, not asked again
 
 
 def test_a_write_refused_halfway_starts_again_buffered(
         direct_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = directio._write_direct
+    real = odirect._write_direct
 
     def half(fd: int, chunks: list[memoryview]) -> None:
         real(fd, [chunks[0]])  # some bytes land, then the device says no
         raise OSError(errno.EINVAL, "Invalid argument")
 
-    monkeypatch.setattr(directio, "_write_direct", half)
+    monkeypatch.setattr(odirect, "_write_direct", half)
     buf = np.zeros(8 << 20, dtype=np.uint8)
     chunks = [b"h" * 5000, _at(buf, 64, 5 << 20)]
     try:
-        directio.write(str(direct_dir / "f"), chunks)
+        odirect.write(str(direct_dir / "f"), chunks)
         assert (direct_dir / "f").read_bytes() == b"".join(bytes(c) for c in chunks)
-        assert not directio.supported(str(direct_dir))
+        assert not odirect.supported(str(direct_dir))
     finally:
-        directio._refused.discard(os.stat(direct_dir).st_dev)
+        odirect._refused.discard(os.stat(direct_dir).st_dev)
 
 
 def test_direct_io_can_be_switched_off(direct_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                        spy_writes: list[tuple[int, int]]) -> None:
     monkeypatch.setenv("CKPT_NOTEBOOK_DIRECT_IO", "0")
-    assert not directio.supported(str(direct_dir))
-    directio.write(str(direct_dir / "f"), [b"x" * (5 << 20)])
+    assert not odirect.supported(str(direct_dir))
+    odirect.write(str(direct_dir / "f"), [b"x" * (5 << 20)])
     assert spy_writes == [(0, 5 << 20)]  # one buffered write of the read-only bytes
 
 
 def test_an_existing_file_is_never_overwritten(direct_dir: Path) -> None:
     (direct_dir / "f").write_bytes(b"keep")
     with pytest.raises(FileExistsError):
-        directio.write(str(direct_dir / "f"), [b"x" * (5 << 20)])
+        odirect.write(str(direct_dir / "f"), [b"x" * (5 << 20)])
     assert (direct_dir / "f").read_bytes() == b"keep"
 
 
