@@ -43,6 +43,7 @@ T = TypeVar("T")
 
 DEFAULT_STORE = "checkpoints"
 STORE_ENV = "CKPT_NOTEBOOK_STORE"
+STREAM_CHUNK = 8 << 20  # bytes copied at a time when a stream is written to a store
 
 
 def resolve_url(url: str | os.PathLike[str] | None) -> str:

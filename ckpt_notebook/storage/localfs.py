@@ -20,12 +20,11 @@ from typing import Any, BinaryIO
 
 from ..errors import CheckpointExistsError, StoreBusyError, StoreError
 from . import odirect
-from .backend import Backend, RetryPolicy
+from .backend import STREAM_CHUNK, Backend, RetryPolicy
 
 __all__ = ["LOCK_FILE", "LocalBackend", "fsync_dir"]
 
 LOCK_FILE = ".lock"
-_STREAM_CHUNK = 8 << 20
 
 
 class LocalBackend(Backend):
@@ -118,7 +117,7 @@ class LocalBackend(Backend):
         os.makedirs(os.path.dirname(final), exist_ok=True)
         try:
             with open(tmp, "wb") as f:
-                shutil.copyfileobj(source, f, length=_STREAM_CHUNK)
+                shutil.copyfileobj(source, f, length=STREAM_CHUNK)
                 if durable:
                     f.flush()
                     os.fsync(f.fileno())

@@ -17,12 +17,11 @@ from typing import Any, BinaryIO, TypeVar
 
 from ..errors import CheckpointExistsError, StoreError
 from . import locks
-from .backend import Backend, describe_error
+from .backend import STREAM_CHUNK, Backend, describe_error
 
 __all__ = ["ObjectStoreBackend"]
 
 T = TypeVar("T")
-_STREAM_CHUNK = 8 << 20
 
 
 class ObjectStoreBackend(Backend):
@@ -135,7 +134,7 @@ class ObjectStoreBackend(Backend):
             source.seek(0)
             f = self.fs.open(self.path(rel), "wb")
             try:
-                shutil.copyfileobj(source, f, length=_STREAM_CHUNK)
+                shutil.copyfileobj(source, f, length=STREAM_CHUNK)
                 f.close()
             except BaseException:
                 _discard(f)
