@@ -344,3 +344,26 @@ def test_put_many_takes_a_digest_a_check_vouches_for(store_dir: Path,
     assert asked == [0, 1] and len(seen) == 2  # blob 0 was vouched for; 1 and 2 were hashed
     assert [r.digest for r in results] == [hash_chunks(i) for i in items]
     assert not any(r.new for r in results)
+
+
+@pytest.mark.parametrize("async_save", [False, True])
+def test_a_checkpointer_moved_to_another_store_writes_every_blob_there(
+        tmp_path: Path, async_save: bool) -> None:
+    """Host copies remember which blob their bytes were stored as in the first store; in the
+    second, that knowledge may spare a hash but never a write."""
+    model = big_model()
+    ckpt = ckn.Checkpointer(tmp_path / "a", model=model, rng=False, async_save=async_save)
+    ckpt.save(step=1, wait=True)
+    ckpt.save(step=2, wait=True)  # the host copies now vouch for blobs of store a
+    ckpt.use_store(tmp_path / "b")
+    info = ckpt.save(step=3, wait=True)
+    assert info.new_bytes is not None and info.new_bytes >= info.logical_bytes
+    assert ckpt.verify() == []
+    fresh = big_model()
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    report = ckn.Checkpointer(tmp_path / "b", model=fresh, rng=False).restore("latest@any")
+    assert report.restored == ["model"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 fresh.state_dict().values(), strict=True))
