@@ -181,7 +181,9 @@ class ObjectReport:
 class RestoreReport:
     """The outcome of a restore: each object, the plain values, and whether RNG came back.
 
-    Renders as an HTML table in notebooks and as text elsewhere.
+    ``mapped``: per module whose saved keys were renamed onto its own, how (a wrapper's
+    prefix, ``module. -> (none)``, and the ``key_map`` entries used). Renders as an HTML
+    table in notebooks and as text elsewhere.
     """
 
     checkpoint: CheckpointInfo
@@ -190,6 +192,7 @@ class RestoreReport:
     rng_restored: bool = False
     rng_note: str = ""
     unused: Sequence[str] = ()
+    mapped: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def restored(self) -> list[str]:
@@ -230,6 +233,7 @@ class RestoreReport:
             f"  {name:<{width}}  {status}" + (f"  [{detail}]" if detail else "")
             for name, _kind, status, detail in rows
         ]
+        lines += [f"  keys of {name} mapped: {how}" for name, how in self.mapped.items()]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -238,10 +242,12 @@ class RestoreReport:
             f"<tr><td>{esc(n)}</td><td>{esc(k)}</td><td>{esc(s)}</td><td>{esc(d)}</td></tr>"
             for n, k, s, d in self._rows()
         )
+        mapped = "".join(f"<p>keys of {esc(n)} mapped: {esc(how)}</p>"
+                         for n, how in self.mapped.items())
         return (
             f"<div><b>Restored {esc(self.checkpoint.id)}</b>{esc(self._where)}"
             "<table><thead><tr><th>object</th><th>kind</th><th>status</th><th>details</th>"
-            f"</tr></thead><tbody>{cells}</tbody></table></div>"
+            f"</tr></thead><tbody>{cells}</tbody></table>{mapped}</div>"
         )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:

@@ -326,19 +326,24 @@ class Checkpointer:
 
     # -- restore -------------------------------------------------------------------------
     def restore(self, ref: str = "latest", *, weights_only: bool = False, strict: bool = True,
-                allow_pickle: bool = False) -> RestoreReport:
+                allow_pickle: bool = False,
+                key_map: Mapping[str, str] | None = None) -> RestoreReport:
         """Load a checkpoint into the tracked objects: all of them or none.
 
         ``weights_only`` loads modules only (optimizer and the rest start fresh). ``ref`` may
-        also be a path or URL of a plain ``.safetensors`` / ``.pt`` state dict.
+        also be a path or URL of a plain ``.safetensors`` / ``.pt`` state dict. Keys saved
+        from a wrapped model (``module.``, ``_orig_mod.``) map onto the tracked one and the
+        reverse; ``key_map`` renames saved keys of every module first: ``{"backbone.":
+        "encoder."}`` each key starting with ``backbone.``, a full key exactly.
         """
         self.wait()
         if names_weights_file(self.store, ref):
-            return restore_weights_file(self.store, ref, self.objects, strict=strict)
+            return restore_weights_file(self.store, ref, self.objects, strict=strict,
+                                        key_map=key_map)
         info = resolve_ref(self.store, ref, run=self.run)
         report = restore_state(self.store, info, self.objects, rng=self.rng,
                                weights_only=weights_only, strict=strict,
-                               allow_pickle=allow_pickle)
+                               allow_pickle=allow_pickle, key_map=key_map)
         self.last = info
         return report
 

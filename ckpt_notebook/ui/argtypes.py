@@ -7,8 +7,8 @@ import argparse
 from .. import retention
 from ..types import NAME_RULE, is_valid_name
 
-__all__ = ["archive_limit", "checkpoint_name", "count", "duration", "metric_name", "metric_pair",
-           "seconds"]
+__all__ = ["archive_limit", "checkpoint_name", "count", "duration", "key_rename", "metric_name",
+           "metric_pair", "seconds"]
 
 
 def count(text: str) -> int:
@@ -83,3 +83,16 @@ def metric_pair(text: str) -> tuple[str, float]:
         return key, float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}") from None
+
+
+def key_rename(text: str) -> tuple[str, str]:
+    """``backbone.=encoder.`` -> ``("backbone.", "encoder.")``: one ``key_map`` entry."""
+    from ..capture.keys import rename_problem
+
+    old, sep, new = text.partition("=")
+    problem = "no '='" if not sep else rename_problem(old, new)
+    if problem:
+        raise argparse.ArgumentTypeError(
+            f"expected OLD=NEW, as backbone.=encoder. (a prefix, ending in '.', renames every "
+            f"key it starts) or head.weight=fc.weight (one key); {text!r}: {problem}")
+    return old, new

@@ -30,6 +30,7 @@ from .argtypes import (
     checkpoint_name,
     count,
     duration,
+    key_rename,
     metric_name,
     metric_pair,
     seconds,
@@ -117,6 +118,9 @@ COMMANDS: tuple[Command, ...] = (
               keyword="strict=False"),
         _flag("--allow-pickle", "unpickle pickled values (only from a store you trust)",
               keyword="allow_pickle=True"),
+        arg("--key-map", type=key_rename, action="append", default=[], metavar="OLD=NEW",
+            keyword="key_map", help="rename saved module keys first: a prefix ending in '.' "
+            "(backbone.=encoder.) or one key (repeatable)"),
     ), only=MAGIC),
     Command("list", "list the checkpoints with their retention status", only=MAGIC),
     Command("ls", "list every checkpoint, newest first (as every UI lists them)",

@@ -147,6 +147,8 @@ bound to a public name, the RNG states, and step/epoch/global_step.
         kwargs: dict[str, Any] = {"weights_only": a.weights_only, "strict": not a.no_strict}
         if a.allow_pickle:
             kwargs["allow_pickle"] = True
+        if a.key_map:
+            kwargs["key_map"] = dict(a.key_map)
         return s.restore_into_namespace(a.ref, **kwargs)
 
     def _list(self, s: NotebookCheckpointer, a: argparse.Namespace) -> Any:
